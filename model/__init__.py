@@ -1,0 +1,72 @@
+"""vaegan's model: networks, presets, checkpoint format and image codec. Pure: no CLI, no I/O
+beyond checkpoint files."""
+
+from model.checkpoint import (
+    AttributeVector,
+    Checkpoint,
+    CheckpointError,
+    CheckpointHeader,
+    load_checkpoint,
+    read_checkpoint_header,
+    save_checkpoint,
+)
+from model.codec import (
+    CorruptImageError,
+    EmptyImageError,
+    ImageDimensionsError,
+    ImageError,
+    ImageLimits,
+    ImageTooLargeError,
+    Preprocessing,
+    UnsupportedImageError,
+    encode_png,
+    load_image_tensor,
+    make_grid,
+    open_image,
+)
+from model.config import PRESETS, ConfigError, VAEGANConfig, get_preset, make_config
+from model.networks import (
+    VAEGAN,
+    Decoder,
+    Discriminator,
+    DiscriminatorOutput,
+    Encoder,
+    EncoderOutput,
+    build_vaegan,
+    parameter_count,
+)
+
+__all__ = [
+    "PRESETS",
+    "VAEGAN",
+    "AttributeVector",
+    "Checkpoint",
+    "CheckpointError",
+    "CheckpointHeader",
+    "ConfigError",
+    "CorruptImageError",
+    "Decoder",
+    "Discriminator",
+    "DiscriminatorOutput",
+    "EmptyImageError",
+    "Encoder",
+    "EncoderOutput",
+    "ImageDimensionsError",
+    "ImageError",
+    "ImageLimits",
+    "ImageTooLargeError",
+    "Preprocessing",
+    "UnsupportedImageError",
+    "VAEGANConfig",
+    "build_vaegan",
+    "encode_png",
+    "get_preset",
+    "load_checkpoint",
+    "load_image_tensor",
+    "make_config",
+    "make_grid",
+    "open_image",
+    "parameter_count",
+    "read_checkpoint_header",
+    "save_checkpoint",
+]
