@@ -146,9 +146,12 @@ def open_image(data: bytes, limits: ImageLimits = DEFAULT_LIMITS) -> Image.Image
             "(send PNG, JPEG, WebP, GIF, BMP or TIFF)"
         ) from None
     except Image.DecompressionBombError as exc:
-        raise ImageTooLargeError(f"the image is too large to decode safely: {exc}") from None
+        # Pillow's own guard fires at open for images far beyond any sane limit.
+        raise ImageTooLargeError(
+            f"the image has too many pixels (the limit is {limits.max_pixels:,} pixels): {exc}"
+        ) from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise CorruptImageError(f"the image header is damaged: {exc}") from None
+        raise CorruptImageError(f"the image header is truncated or damaged ({exc})") from None
 
     _check_dimensions(image.size, limits)
     try:
@@ -156,7 +159,9 @@ def open_image(data: bytes, limits: ImageLimits = DEFAULT_LIMITS) -> Image.Image
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image.load()
     except Image.DecompressionBombError as exc:
-        raise ImageTooLargeError(f"the image is too large to decode safely: {exc}") from None
+        raise ImageTooLargeError(
+            f"the image has too many pixels (the limit is {limits.max_pixels:,} pixels): {exc}"
+        ) from None
     except (OSError, SyntaxError, ValueError, EOFError, IndexError) as exc:
         raise CorruptImageError(
             f"the {image.format or 'image'} data is truncated or damaged ({exc})"

@@ -1,0 +1,361 @@
+import hashlib
+import json
+import os
+import pickle
+import struct
+
+import pytest
+import torch
+from safetensors.torch import save_file
+from torch import nn
+
+from model import checkpoint as checkpoint_module
+from model.checkpoint import (
+    FORMAT_VERSION,
+    AttributeVector,
+    CheckpointError,
+    load_checkpoint,
+    read_checkpoint_header,
+    save_checkpoint,
+)
+from model.codec import Preprocessing
+from model.config import get_preset, make_config
+from model.networks import build_vaegan
+
+
+def _trained_looking(config, seed=0):
+    """A model whose BN running statistics are not the defaults, as after training."""
+    model = build_vaegan(config, seed=seed)
+    model.train()
+    size = config.image_size
+    with torch.no_grad():
+        x = torch.rand(8, config.channels, size, size) * 2 - 1
+        model.discriminator(model.decoder(model.encoder(x).mu))
+    return model.eval()
+
+
+@pytest.fixture
+def saved(tmp_path):
+    config = get_preset("small64")
+    model = _trained_looking(config)
+    attributes = {
+        "Smiling": AttributeVector(torch.randn(config.latent_dim), positives=41, negatives=59),
+        "Eyeglasses": AttributeVector(torch.randn(config.latent_dim), positives=7, negatives=93),
+    }
+    path = save_checkpoint(
+        tmp_path / "model.safetensors",
+        model,
+        preprocessing=Preprocessing(image_size=64),
+        step=1234,
+        dataset={"kind": "celeba", "images": 100},
+        recipe={"objective": "vaegan", "gamma": 1e-6},
+        evaluation={"fid": 12.5},
+        attributes=attributes,
+    )
+    return path, model, attributes
+
+
+def test_round_trip_gives_identical_outputs(saved):
+    path, model, _ = saved
+    loaded = load_checkpoint(path)
+    x = torch.rand(3, 3, 64, 64) * 2 - 1
+    z = torch.randn(3, 128)
+    with torch.no_grad():
+        assert torch.equal(loaded.model.encoder(x).mu, model.encoder(x).mu)
+        assert torch.equal(loaded.model.encoder(x).logvar, model.encoder(x).logvar)
+        assert torch.equal(loaded.model.decoder(z), model.decoder(z))
+        assert torch.equal(loaded.model.discriminator(x).logit, model.discriminator(x).logit)
+    assert not loaded.model.training
+    state, restored = model.state_dict(), loaded.model.state_dict()
+    assert all(torch.equal(state[k], restored[k]) for k in state)
+
+
+def test_round_trip_keeps_the_header_and_attributes(saved):
+    path, _, attributes = saved
+    loaded = load_checkpoint(path)
+    header = loaded.header
+    assert header.config == get_preset("small64")
+    assert header.preprocessing == Preprocessing(image_size=64)
+    assert header.step == 1234
+    assert header.dataset == {"kind": "celeba", "images": 100}
+    assert header.recipe == {"objective": "vaegan", "gamma": 1e-6}
+    assert header.evaluation == {"fid": 12.5}
+    assert header.format_version == FORMAT_VERSION
+    assert header.software["torch"] == torch.__version__
+    assert list(loaded.attributes) == ["Smiling", "Eyeglasses"]
+    for name, attribute in attributes.items():
+        assert torch.equal(loaded.attributes[name].vector, attribute.vector)
+        assert loaded.attributes[name].positives == attribute.positives
+        assert loaded.attributes[name].negatives == attribute.negatives
+        assert header.attributes[name]["norm"] == pytest.approx(attribute.norm)
+    assert loaded.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_the_header_can_be_read_without_the_weights(saved):
+    path, _, _ = saved
+    header = read_checkpoint_header(path)
+    assert header.step == 1234
+    assert set(header.attributes) == {"Smiling", "Eyeglasses"}
+
+
+def test_greyscale_32px_round_trip(tmp_path):
+    config = make_config(32, channels=1, width="small")
+    model = _trained_looking(config)
+    path = save_checkpoint(
+        tmp_path / "grey.safetensors",
+        model,
+        preprocessing=Preprocessing(image_size=32, channels=1),
+    )
+    loaded = load_checkpoint(path)
+    x = torch.rand(2, 1, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(loaded.model.reconstruct(x), model.reconstruct(x))
+    assert loaded.attributes == {}
+
+
+def test_loading_never_unpickles(saved, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("a checkpoint load must never unpickle")
+
+    monkeypatch.setattr(pickle, "loads", refuse)
+    monkeypatch.setattr(pickle, "load", refuse)
+    monkeypatch.setattr(torch, "load", refuse)
+    load_checkpoint(saved[0])
+
+
+def test_wrapped_models_save_plain_weights(tmp_path):
+    config = get_preset("small32")
+    model = build_vaegan(config, seed=0)
+    wrapped = nn.DataParallel(model)  # same `.module` wrapping as DistributedDataParallel
+    path = save_checkpoint(tmp_path / "w.safetensors", wrapped, preprocessing=Preprocessing(32))
+    loaded = load_checkpoint(path)
+    assert set(loaded.model.state_dict()) == set(model.state_dict())
+
+
+def test_preprocessing_must_match_the_model(tmp_path):
+    model = build_vaegan(get_preset("small32"), seed=0)
+    with pytest.raises(ValueError, match="model takes 3x32px"):
+        save_checkpoint(tmp_path / "x.safetensors", model, preprocessing=Preprocessing(64))
+    assert not (tmp_path / "x.safetensors").exists()
+
+
+def test_bad_attribute_vectors_are_refused_before_writing(tmp_path):
+    model = build_vaegan(get_preset("small32"), seed=0)
+    for attributes, message in [
+        ({"Smiling": AttributeVector(torch.zeros(3), 1, 1)}, "expected \\(128,\\)"),
+        ({"Smiling": AttributeVector(torch.full((128,), float("nan")), 1, 1)}, "NaN"),
+        ({" ": AttributeVector(torch.zeros(128), 1, 1)}, "non-empty"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            save_checkpoint(
+                tmp_path / "x.safetensors",
+                model,
+                preprocessing=Preprocessing(32),
+                attributes=attributes,
+            )
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_writes_are_atomic(saved, monkeypatch):
+    path, model, _ = saved
+    before = path.read_bytes()
+
+    def crash(fd):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "fsync", crash)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(path, model, preprocessing=Preprocessing(), step=99)
+    assert path.read_bytes() == before, "a failed write must leave the old checkpoint intact"
+    assert sorted(p.name for p in path.parent.iterdir()) == [path.name], "no temporary left"
+
+
+def test_overwriting_replaces_the_file_completely(saved):
+    path, model, _ = saved
+    save_checkpoint(path, model, preprocessing=Preprocessing(), step=5)
+    assert load_checkpoint(path).header.step == 5
+    assert sorted(p.name for p in path.parent.iterdir()) == [path.name]
+
+
+# --- refusals: every message names the file and the problem ---------------------------------
+
+
+def _refused(path, message):
+    with pytest.raises(CheckpointError, match=message) as info:
+        load_checkpoint(path)
+    assert str(path) in str(info.value)
+    return info.value
+
+
+def test_missing_file(tmp_path):
+    _refused(tmp_path / "nope.safetensors", "no such file")
+
+
+def test_directory(tmp_path):
+    _refused(tmp_path, "not a regular file")
+
+
+def test_empty_file(tmp_path):
+    path = tmp_path / "empty.safetensors"
+    path.write_bytes(b"")
+    _refused(path, "only 0 bytes")
+
+
+@pytest.mark.parametrize("keep", [0.999, 0.5, 0.01])
+def test_truncated_file(saved, tmp_path, keep):
+    data = saved[0].read_bytes()
+    path = tmp_path / "cut.safetensors"
+    path.write_bytes(data[: int(len(data) * keep)])
+    _refused(path, "truncated")
+
+
+def test_header_metadata_alone_is_also_refused_when_truncated(saved, tmp_path):
+    data = saved[0].read_bytes()
+    path = tmp_path / "cut.safetensors"
+    path.write_bytes(data[:-10])
+    with pytest.raises(CheckpointError, match="truncated"):
+        read_checkpoint_header(path)
+
+
+def test_trailing_garbage(saved, tmp_path):
+    path = tmp_path / "long.safetensors"
+    path.write_bytes(saved[0].read_bytes() + b"extra")
+    _refused(path, "5 unexpected bytes after the tensor data")
+
+
+def test_random_bytes(tmp_path):
+    path = tmp_path / "junk.safetensors"
+    path.write_bytes(os.urandom(4096))
+    _refused(path, "not a safetensors file")
+
+
+def test_text_file(tmp_path):
+    path = tmp_path / "notes.safetensors"
+    path.write_bytes(struct.pack("<Q", 5) + b"hello")
+    _refused(path, "header is not JSON")
+
+
+def test_pytorch_pickle_is_refused_and_explained(tmp_path):
+    path = tmp_path / "model.pt"
+    torch.save(build_vaegan(get_preset("small32"), seed=0).state_dict(), path)
+    _refused(path, "PyTorch pickle .* never unpickles")
+
+
+def test_foreign_safetensors_file(tmp_path):
+    path = tmp_path / "other.safetensors"
+    save_file({"weight": torch.zeros(3)}, str(path), metadata={"format": "pt"})
+    _refused(path, "not a vaegan checkpoint")
+
+
+def _rewrite(source, target, *, tensors=None, header=None):
+    """Write a variant of a saved checkpoint with edited tensors and/or vaegan header."""
+    loaded = load_checkpoint(source)
+    all_tensors = {k: v.contiguous() for k, v in loaded.model.state_dict().items()}
+    all_tensors.update({f"attributes.{n}": a.vector for n, a in loaded.attributes.items()})
+    if tensors is not None:
+        all_tensors = tensors(all_tensors)
+    info = loaded.header.to_json()
+    if header is not None:
+        info = header(info)
+    save_file(
+        all_tensors,
+        str(target),
+        metadata={"format": "vaegan-checkpoint", "vaegan": json.dumps(info)},
+    )
+    return target
+
+
+def test_newer_format_version(saved, tmp_path):
+    path = _rewrite(
+        saved[0], tmp_path / "new.safetensors", header=lambda h: h | {"format_version": 99}
+    )
+    _refused(path, "newer vaegan .*format 99.*upgrade")
+    with pytest.raises(CheckpointError, match="newer vaegan"):
+        read_checkpoint_header(path)
+
+
+def test_invalid_config(saved, tmp_path):
+    def bad(h):
+        h["config"]["channels"] = 4
+        return h
+
+    _refused(
+        _rewrite(saved[0], tmp_path / "c.safetensors", header=bad), "config is invalid.*channels"
+    )
+
+
+def test_unknown_config_key(saved, tmp_path):
+    def bad(h):
+        h["config"]["mystery"] = 1
+        return h
+
+    _refused(
+        _rewrite(saved[0], tmp_path / "c.safetensors", header=bad), "unknown model config keys"
+    )
+
+
+def test_malformed_metadata(saved, tmp_path):
+    path = _rewrite(saved[0], tmp_path / "m.safetensors", header=lambda h: {"format_version": 1})
+    _refused(path, "malformed")
+
+
+def test_missing_weight(saved, tmp_path):
+    def drop(t):
+        del t["decoder.to_image.weight"]
+        return t
+
+    _refused(
+        _rewrite(saved[0], tmp_path / "w.safetensors", tensors=drop),
+        "missing weights: decoder.to_image.weight",
+    )
+
+
+def test_wrong_weight_shape(saved, tmp_path):
+    def reshape(t):
+        t["encoder.mu.bias"] = torch.zeros(7)
+        return t
+
+    _refused(
+        _rewrite(saved[0], tmp_path / "w.safetensors", tensors=reshape),
+        "wrong shape: encoder.mu.bias",
+    )
+
+
+def test_non_finite_weights(saved, tmp_path):
+    def poison(t):
+        t["encoder.mu.weight"] = torch.full_like(t["encoder.mu.weight"], float("nan"))
+        return t
+
+    _refused(
+        _rewrite(saved[0], tmp_path / "w.safetensors", tensors=poison),
+        "NaN or infinite values in encoder.mu.weight",
+    )
+
+
+def test_missing_attribute_vector(saved, tmp_path):
+    def drop(t):
+        del t["attributes.Smiling"]
+        return t
+
+    _refused(
+        _rewrite(saved[0], tmp_path / "a.safetensors", tensors=drop),
+        "'Smiling' is listed but its vector is missing",
+    )
+
+
+def test_unexpected_tensor(saved, tmp_path):
+    path = _rewrite(
+        saved[0], tmp_path / "x.safetensors", tensors=lambda t: t | {"spare": torch.zeros(1)}
+    )
+    _refused(path, "unexpected tensors: spare")
+
+
+def test_the_error_carries_path_and_problem(tmp_path):
+    error = _refused(tmp_path / "gone.safetensors", "no such file")
+    assert error.path == tmp_path / "gone.safetensors"
+    assert error.problem == "no such file"
+    assert isinstance(error, ValueError)
+
+
+def test_module_exports_the_format_constants():
+    assert checkpoint_module.FORMAT_NAME == "vaegan-checkpoint"

@@ -1,0 +1,90 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from training.cli import main
+
+VENV_BIN = Path(sys.executable).parent
+
+
+def _run(*args, cwd=None):
+    return subprocess.run(args, capture_output=True, text=True, timeout=120, cwd=cwd)
+
+
+def test_python_dash_m_training_synth_writes_a_celeba_folder(tmp_path):
+    result = _run(
+        sys.executable,
+        "-m",
+        "training",
+        "synth",
+        "--out",
+        str(tmp_path / "d"),
+        "--count",
+        "12",
+        "--seed",
+        "4",
+        "--quiet",
+    )
+    assert result.returncode == 0, result.stderr
+    assert "wrote 12 faces" in result.stdout
+    assert len(list((tmp_path / "d" / "img_align_celeba").glob("*.jpg"))) == 12
+    assert (tmp_path / "d" / "list_attr_celeba.txt").read_text().startswith("12\n")
+
+
+def test_console_script_matches_python_dash_m(tmp_path):
+    script = _run(
+        str(VENV_BIN / "vaegan-train"),
+        "synth",
+        "--out",
+        str(tmp_path / "a"),
+        "--count",
+        "5",
+        "--quiet",
+    )
+    module = _run(
+        sys.executable,
+        "-m",
+        "training",
+        "synth",
+        "--out",
+        str(tmp_path / "b"),
+        "--count",
+        "5",
+        "--quiet",
+    )
+    assert script.returncode == module.returncode == 0
+    for name in ("list_attr_celeba.txt", "list_eval_partition.txt", "img_align_celeba/000005.jpg"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+
+
+def test_existing_output_is_refused_without_overwrite(tmp_path, capsys):
+    out = tmp_path / "d"
+    assert main(["synth", "--out", str(out), "--count", "3", "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["synth", "--out", str(out), "--count", "3", "--quiet"]) == 2
+    error = capsys.readouterr().err
+    assert "vaegan-train synth: error:" in error and str(out) in error
+    assert main(["synth", "--out", str(out), "--count", "3", "--quiet", "--overwrite"]) == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--count", "0"], "must be at least 1"),
+        (["--count", "many"], "expected a whole number"),
+        (["--seed", "-3"], "must not be negative"),
+    ],
+)
+def test_bad_arguments_get_a_usage_error(tmp_path, capsys, args, message):
+    with pytest.raises(SystemExit) as info:
+        main(["synth", "--out", str(tmp_path), *args])
+    assert info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_a_command_is_required(capsys):
+    with pytest.raises(SystemExit):
+        main([])
+    assert "COMMAND" in capsys.readouterr().err
