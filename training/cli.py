@@ -6,30 +6,25 @@ import argparse
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from training.synth import generate_synthetic_celeba
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+def _int_at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: a whole number no smaller than `minimum`, with a readable error."""
 
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
 
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
-    return value
+    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,11 +44,11 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     synth.add_argument("--out", type=Path, required=True, help="folder to write the data set to")
-    synth.add_argument("--count", type=_positive_int, default=10_000, help="number of images")
-    synth.add_argument("--seed", type=_non_negative_int, default=0, help="random seed")
+    synth.add_argument("--count", type=_int_at_least(1), default=10_000, help="number of images")
+    synth.add_argument("--seed", type=_int_at_least(0), default=0, help="random seed")
     synth.add_argument(
         "--workers",
-        type=_positive_int,
+        type=_int_at_least(1),
         default=1,
         help=f"processes to render with (this machine has {os.cpu_count()} cores)",
     )

@@ -74,7 +74,7 @@ def test_existing_output_is_refused_without_overwrite(tmp_path, capsys):
     [
         (["--count", "0"], "must be at least 1"),
         (["--count", "many"], "expected a whole number"),
-        (["--seed", "-3"], "must not be negative"),
+        (["--seed", "-3"], "must be at least 0"),
     ],
 )
 def test_bad_arguments_get_a_usage_error(tmp_path, capsys, args, message):
