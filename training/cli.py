@@ -57,6 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     synth.add_argument("--quiet", action="store_true", help="no progress bar")
     synth.set_defaults(handler=_run_synth)
+
+    # Commands that work on a trained checkpoint live beside the code they drive.
+    from training.model_commands import add_model_commands
+
+    add_model_commands(commands)
     return parser
 
 
