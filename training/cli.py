@@ -58,9 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--quiet", action="store_true", help="no progress bar")
     synth.set_defaults(handler=_run_synth)
 
-    # Commands that work on a trained checkpoint live beside the code they drive.
+    # The other commands live beside the code they drive.
+    from training.fit import add_fit_command
     from training.model_commands import add_model_commands
 
+    add_fit_command(commands)
     add_model_commands(commands)
     return parser
 
@@ -86,10 +88,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     parser = build_parser()
     args = parser.parse_args(argv)
+    from training.trainer import DivergenceError
+
     try:
         code: int = args.handler(args)
+    except DivergenceError as exc:
+        print(f"vaegan-train {args.command}: training diverged: {exc}", file=sys.stderr)
+        return 1
     except (ValueError, FileExistsError, OSError) as exc:
-        # Expected failures (bad folders, refused input) get one clear line, not a traceback.
+        # Expected failures (bad folders, refused input, a full disk) get one clear line, not a
+        # traceback.
         print(f"vaegan-train {args.command}: error: {exc}", file=sys.stderr)
         return 2
     return code

@@ -1,0 +1,383 @@
+import copy
+import errno
+import itertools
+import json
+import math
+
+import pytest
+import torch
+from PIL import Image
+
+from benchmarks.naive_trainer import naive_gradients
+from model.checkpoint import load_checkpoint
+from model.config import get_preset
+from model.networks import build_vaegan
+from training import losses
+from training.cli import main
+from training.distributed import DistributedContext
+from training.recipe import Recipe
+from training.trainer import Networks, Noise, compute_gradients, load_training_state, read_metrics
+
+
+def _setup(seed=0, batch=6, size=32):
+    config = get_preset(f"small{size}")
+    model = build_vaegan(config, seed=seed).train()
+    generator = torch.Generator().manual_seed(seed)
+    images = torch.rand(batch, 3, size, size, generator=generator) * 2 - 1
+    noise = Noise(
+        torch.randn(batch, config.latent_dim, generator=generator),
+        torch.randn(batch, config.latent_dim, generator=generator),
+    )
+    return model, images, noise
+
+
+def _one_forward_grads(model, images, recipe, noise):
+    model.zero_grad(set_to_none=True)
+    terms = compute_gradients(Networks(model, DistributedContext()), images, recipe, noise)
+    grads = {
+        name: [
+            p.grad.clone() if p.grad is not None else None
+            for p in getattr(model, name).parameters()
+        ]
+        for name in ("encoder", "decoder", "discriminator")
+    }
+    return grads, terms
+
+
+def test_one_forward_gradients_equal_separate_per_network_losses():
+    model, images, noise = _setup()
+    reference = copy.deepcopy(model)
+    recipe = Recipe()
+    ours, _ = _one_forward_grads(model, images, recipe, noise)
+    naive = naive_gradients(reference, images, recipe, noise)
+    for name in ("encoder", "decoder", "discriminator"):
+        assert len(ours[name]) == len(naive[name])
+        for mine, theirs in zip(ours[name], naive[name], strict=True):
+            assert mine is not None
+            # Same maths, different summation order: agree to float32 round-off of each tensor.
+            scale = float(theirs.abs().max())
+            torch.testing.assert_close(mine, theirs, rtol=1e-4, atol=1e-5 * scale)
+
+
+def test_the_step_never_raises_the_in_place_autograd_error():
+    """Public ports crash stepping one optimiser between backward passes; ours steps after."""
+    model, images, noise = _setup()
+    optimizers = [
+        torch.optim.RMSprop(getattr(model, n).parameters(), lr=1e-3)
+        for n in ("encoder", "decoder", "discriminator")
+    ]
+    for _ in range(3):
+        _one_forward_grads(model, images, Recipe(), noise)
+        for optimizer in optimizers:
+            optimizer.step()
+
+
+def test_the_gan_loss_never_reaches_the_encoder():
+    model, images, noise = _setup()
+    base, _ = _one_forward_grads(copy.deepcopy(model), images, Recipe(), noise)
+    for variant in (
+        Recipe(real_weight=0.2),
+        Recipe(discriminate_reconstructions=True),
+        Recipe(decoder_gan_loss="non-saturating"),
+    ):
+        other, _ = _one_forward_grads(copy.deepcopy(model), images, variant, noise)
+        for a, b in zip(base["encoder"], other["encoder"], strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-6, atol=0)
+
+
+def test_l_llike_never_updates_the_discriminator():
+    model, images, noise = _setup()
+    base, _ = _one_forward_grads(copy.deepcopy(model), images, Recipe(gamma=1e-6), noise)
+    other, _ = _one_forward_grads(copy.deepcopy(model), images, Recipe(gamma=0.9), noise)
+    for a, b in zip(base["discriminator"], other["discriminator"], strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=0)
+    # gamma does change the decoder's gradient.
+    assert not torch.allclose(base["decoder"][0], other["decoder"][0])
+
+
+def test_similarity_pass_leaves_d_running_statistics_alone():
+    model, images, noise = _setup()
+    before = {k: v.clone() for k, v in model.discriminator.state_dict().items() if "running" in k}
+    _one_forward_grads(model, images, Recipe(objective="vae"), noise)  # no GAN pass at all
+    after = model.discriminator.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_loss_terms_by_name():
+    model, images, noise = _setup()
+    _, terms = _one_forward_grads(model, images, Recipe(), noise)
+    assert {
+        "L_prior",
+        "L_llike",
+        "L_gan",
+        "L_dec",
+        "D_x",
+        "D_G_z",
+        "real_cost",
+        "fake_cost",
+    } <= set(terms)
+    expected_kl = losses.prior_loss(*model.encoder(images)).mean()
+    torch.testing.assert_close(terms["L_prior"], expected_kl.detach(), rtol=1e-5, atol=1e-6)
+    assert 0 < float(terms["D_x"]) < 1
+
+
+@pytest.mark.parametrize(
+    ("real", "fake", "expected"),
+    [
+        (0.7, 0.7, (True, True)),
+        (0.2, 0.7, (False, True)),  # D wins on real images: pause D
+        (0.7, 1.2, (True, False)),  # the decoder loses badly: pause the decoder
+        (0.2, 1.2, (True, True)),  # both would pause: train both
+        (float("nan"), 0.7, (True, True)),
+    ],
+)
+def test_equilibrium_rule(real, fake, expected):
+    assert losses.equilibrium_updates(real, fake, 0.68, 0.35) == expected
+    assert losses.equilibrium_updates(real, fake, 0.68, None) == (True, True)
+
+
+def test_authors_learning_rate_schedule():
+    recipe = Recipe()
+    total = 62_500
+    assert recipe.learning_rate(0, total) == recipe.lr
+    assert recipe.learning_rate(249, total) == recipe.lr  # stepped per 250-iteration epoch
+    assert recipe.learning_rate(250, total) < recipe.lr
+    rates = [recipe.learning_rate(step, total) for step in range(0, total + 1, 250)]
+    assert all(a >= b for a, b in itertools.pairwise(rates))
+    assert rates[-1] == pytest.approx(recipe.lr_final)
+    # DeepPy's GammaAnnealer: lr - (epoch / epochs) ** 0.75 * (lr - lr_final).
+    assert recipe.learning_rate(125 * 250, total) == pytest.approx(
+        recipe.lr - 0.5**0.75 * (recipe.lr - recipe.lr_final)
+    )
+    assert Recipe(lr_schedule="constant").learning_rate(60_000, total) == recipe.lr
+
+
+def test_recipe_validation():
+    with pytest.raises(ValueError, match="gamma must be in"):
+        Recipe(gamma=2.0)
+    with pytest.raises(ValueError, match="batch_size must be at least 2"):
+        Recipe(batch_size=1)
+    assert Recipe.from_dict(Recipe(objective="vae").to_dict()) == Recipe(objective="vae")
+
+
+# --- the fit command end to end ----------------------------------------------------------------
+
+
+def _fit(data, out, *extra):
+    return main(
+        [
+            "fit",
+            "--data",
+            str(data),
+            "--out",
+            str(out),
+            "--preset",
+            "small32",
+            "--batch-size",
+            "8",
+            "--quiet",
+            *extra,
+        ]
+    )
+
+
+def test_fit_writes_everything_a_user_looks_at(synthetic_celeba, tmp_path):
+    out = tmp_path / "run"
+    assert (
+        _fit(
+            synthetic_celeba,
+            out,
+            "--steps",
+            "8",
+            "--checkpoint-every",
+            "3",
+            "--keep-checkpoints",
+            "2",
+            "--log-every",
+            "2",
+        )
+        == 0
+    )
+    checkpoint = load_checkpoint(out / "model.safetensors")
+    assert checkpoint.header.step == 8
+    assert checkpoint.header.recipe["objective"] == "vaegan"
+    assert checkpoint.header.recipe["gamma"] == 1e-6
+    assert checkpoint.header.dataset["kind"] == "celeba"
+    assert checkpoint.attributes, "labelled data gets attribute vectors at the end"
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == [
+        "step-0000006.safetensors",
+        "step-0000008.safetensors",
+    ]
+    records = read_metrics(out / "metrics.jsonl")
+    assert [r["step"] for r in records] == [2, 4, 6, 8]
+    for name in (
+        "L_prior",
+        "L_llike",
+        "L_gan",
+        "D_x",
+        "D_G_z",
+        "images_per_second",
+        "skip_rate_discriminator",
+        "skip_rate_decoder",
+        "lr",
+    ):
+        assert all(math.isfinite(r[name]) for r in records), name
+    samples = Image.open(out / "samples" / "samples-0000008.png")
+    assert samples.size == (8 * 34 + 2, 8 * 34 + 2)
+    assert Image.open(out / "samples" / "reconstructions-0000003.png").format == "PNG"
+    assert Image.open(out / "loss_curves.png").size[0] > 400
+
+
+def test_vae_objective_never_touches_the_discriminator(synthetic_celeba, tmp_path):
+    assert _fit(synthetic_celeba, tmp_path / "vae", "--objective", "vae", "--steps", "3") == 0
+    trained = load_checkpoint(tmp_path / "vae" / "model.safetensors").model
+    initial = build_vaegan(get_preset("small32"), seed=0)
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(
+            trained.discriminator.state_dict().values(),
+            initial.discriminator.state_dict().values(),
+            strict=True,
+        )
+    )
+    assert not torch.equal(trained.encoder.mu.weight, initial.encoder.mu.weight)
+
+
+def test_gan_objective_never_touches_the_encoder(synthetic_celeba, tmp_path):
+    assert _fit(synthetic_celeba, tmp_path / "gan", "--objective", "gan", "--steps", "3") == 0
+    trained = load_checkpoint(tmp_path / "gan" / "model.safetensors").model
+    initial = build_vaegan(get_preset("small32"), seed=0)
+    assert torch.equal(trained.encoder.mu.weight, initial.encoder.mu.weight)
+    assert not torch.equal(trained.decoder.to_image.weight, initial.decoder.to_image.weight)
+
+
+def test_image_folders_train_without_attributes(tmp_path, synthetic_celeba):
+    folder = tmp_path / "faces"
+    folder.mkdir()
+    for path in sorted((synthetic_celeba / "img_align_celeba").glob("*.jpg"))[:20]:
+        (folder / path.name).write_bytes(path.read_bytes())
+    assert (
+        _fit(folder, tmp_path / "run", "--steps", "2", "--epochs" if False else "--log-every", "1")
+        == 0
+    )
+    checkpoint = load_checkpoint(tmp_path / "run" / "model.safetensors")
+    assert checkpoint.attributes == {}
+    assert checkpoint.header.dataset["kind"] == "image-folder"
+
+
+def test_epochs_count_passes_over_the_split(synthetic_celeba, tmp_path):
+    # 48 training images at batch 8: 6 steps per epoch.
+    assert _fit(synthetic_celeba, tmp_path / "run", "--epochs", "1.5") == 0
+    assert load_checkpoint(tmp_path / "run" / "model.safetensors").header.step == 9
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--resume"], "nothing to resume"),
+        (["--image-size", "64"], "--image-size 64 does not match preset small32"),
+        (["--batch-size", "1000"], "fewer than one batch of 1000"),
+        (["--steps", "0"], "--steps must be at least 1"),
+        (["--gamma", "3"], "gamma must be in"),
+        (["--device", "cuda"] if not torch.cuda.is_available() else ["--device", "tpu"], "device"),
+    ],
+)
+def test_bad_input_gets_a_message_and_exit_code_2(
+    synthetic_celeba, tmp_path, capsys, args, message
+):
+    assert _fit(synthetic_celeba, tmp_path / "run", "--steps", "2", *args) == 2
+    error = capsys.readouterr().err
+    assert "vaegan-train fit: error:" in error and message in error
+    assert "Traceback" not in error
+
+
+def test_missing_and_empty_data_folders(tmp_path, capsys):
+    assert _fit(tmp_path / "missing", tmp_path / "run", "--steps", "1") == 2
+    assert "does not exist" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert _fit(tmp_path / "empty", tmp_path / "run", "--steps", "1") == 2
+    assert "no images found" in capsys.readouterr().err
+
+
+def test_unknown_preset_is_a_usage_error(synthetic_celeba, tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["fit", "--data", str(synthetic_celeba), "--out", str(tmp_path), "--preset", "huge64"])
+    assert info.value.code == 2
+    assert "invalid choice: 'huge64'" in capsys.readouterr().err
+
+
+def test_an_existing_run_needs_resume_and_the_same_preset(synthetic_celeba, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert _fit(synthetic_celeba, out, "--steps", "2") == 0
+    capsys.readouterr()
+    assert _fit(synthetic_celeba, out, "--steps", "2") == 2
+    assert "pass --resume" in capsys.readouterr().err
+    assert (
+        main(
+            [
+                "fit",
+                "--data",
+                str(synthetic_celeba),
+                "--out",
+                str(out),
+                "--preset",
+                "small64",
+                "--resume",
+                "--quiet",
+            ]
+        )
+        == 2
+    )
+    assert "different network" in capsys.readouterr().err
+
+
+def test_non_finite_loss_stops_naming_step_and_term(
+    synthetic_celeba, tmp_path, capsys, monkeypatch
+):
+    real_prior = losses.prior_loss
+    calls = {"n": 0}
+
+    def poisoned(mu, logvar):
+        calls["n"] += 1
+        value = real_prior(mu, logvar)
+        return value * float("nan") if calls["n"] > 4 else value
+
+    monkeypatch.setattr(losses, "prior_loss", poisoned)
+    out = tmp_path / "run"
+    assert _fit(synthetic_celeba, out, "--steps", "10", "--checkpoint-every", "2") == 1
+    error = capsys.readouterr().err
+    assert "step 4: L_prior is nan" in error
+    assert load_checkpoint(out / "checkpoints" / "step-0000004.safetensors").header.step == 4
+    _, header = load_training_state(out / "state.safetensors")
+    assert header["step"] == 4
+
+
+def test_a_full_disk_while_saving_keeps_the_previous_checkpoint(
+    synthetic_celeba, tmp_path, capsys, monkeypatch
+):
+    from training import trainer as trainer_module
+
+    real_save = trainer_module.save_training_state
+    saves = {"n": 0}
+
+    def disk_fills_up(path, tensors, header):
+        saves["n"] += 1
+        if saves["n"] == 2:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        real_save(path, tensors, header)
+
+    monkeypatch.setattr(trainer_module, "save_training_state", disk_fills_up)
+    out = tmp_path / "run"
+    assert _fit(synthetic_celeba, out, "--steps", "6", "--checkpoint-every", "2") == 2
+    assert "No space left on device" in capsys.readouterr().err
+    _, header = load_training_state(out / "state.safetensors")
+    assert header["step"] == 2
+    assert load_checkpoint(out / "checkpoints" / "step-0000002.safetensors").header.step == 2
+    assert not list(out.glob(".*.tmp"))
+
+
+def test_metrics_lines_are_json(synthetic_celeba, tmp_path):
+    out = tmp_path / "run"
+    assert _fit(synthetic_celeba, out, "--steps", "2", "--log-every", "1") == 0
+    for line in (out / "metrics.jsonl").read_text().splitlines():
+        assert json.loads(line)["step"] in (1, 2)

@@ -1,0 +1,261 @@
+"""`vaegan-train fit`: train a VAE-GAN (or the VAE / GAN baselines) on a data folder."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+from model.codec import Preprocessing
+from model.config import PRESETS, VAEGANConfig, get_preset
+from model.networks import build_vaegan
+from training.data import DatasetError, open_dataset
+from training.distributed import init_distributed
+from training.recipe import Recipe
+from training.trainer import (
+    METRICS_FILE,
+    STATE_FILE,
+    Trainer,
+    TrainerOptions,
+    TrainingError,
+    load_training_state,
+    plot_loss_curves,
+)
+
+log = logging.getLogger(__name__)
+
+AUTHORS_STEPS = 62_500  # 250 "epochs" of 250 iterations at batch 64
+
+
+class FitError(ValueError):
+    """Bad arguments or data for `fit`, explained."""
+
+
+def add_fit_command(commands: Any) -> None:
+    fit = commands.add_parser(
+        "fit",
+        help="train a model",
+        description=(
+            "Train a VAE-GAN with the authors' recipe (or the VAE / GAN baselines) on a CelebA "
+            "folder or any folder of images. Writes checkpoints, sample grids, metrics.jsonl and "
+            "loss curves to --out; --resume continues a killed run exactly."
+        ),
+    )
+    fit.add_argument("--data", type=Path, required=True, help="CelebA folder or image folder")
+    fit.add_argument("--out", type=Path, required=True, help="run folder")
+    fit.add_argument("--preset", choices=sorted(PRESETS), help="network preset (default paper64)")
+    fit.add_argument("--channels", type=int, choices=[1, 3], help="1 for greyscale data")
+    fit.add_argument("--image-size", type=int, help="must match the preset (checked)")
+    fit.add_argument("--objective", choices=["vaegan", "vae", "gan"], default="vaegan")
+    fit.add_argument("--batch-size", type=int, default=64)
+    length = fit.add_mutually_exclusive_group()
+    length.add_argument("--steps", type=int, help=f"iterations (default {AUTHORS_STEPS:,})")
+    length.add_argument("--epochs", type=float, help="passes over the training split")
+    fit.add_argument("--resume", action="store_true", help="continue the run in --out")
+    fit.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    fit.add_argument("--seed", type=int, default=0)
+    fit.add_argument("--split", default="train", help="CelebA split to train on")
+    fit.add_argument("--limit", type=int, help="use at most this many images")
+    recipe = fit.add_argument_group("recipe (defaults are the authors')")
+    recipe.add_argument("--lr", type=float, default=Recipe.lr)
+    recipe.add_argument("--lr-schedule", choices=["authors", "constant"], default="authors")
+    recipe.add_argument("--gamma", type=float, default=Recipe.gamma)
+    recipe.add_argument("--equilibrium", type=float, default=Recipe.equilibrium)
+    recipe.add_argument("--margin", type=float, default=Recipe.margin)
+    recipe.add_argument(
+        "--no-equilibrium", action="store_true", help="never skip D or decoder updates"
+    )
+    recipe.add_argument(
+        "--discriminate-reconstructions",
+        action="store_true",
+        help="feed reconstructions to D too (the paper's text; the authors' run did not)",
+    )
+    recipe.add_argument(
+        "--decoder-loss", choices=["saturating", "non-saturating"], default="saturating"
+    )
+    recipe.add_argument("--real-weight", type=float, default=Recipe.real_weight)
+    recipe.add_argument("--weight-decay", type=float, default=Recipe.weight_decay)
+    recipe.add_argument("--no-flip", action="store_true", help="no horizontal-flip augmentation")
+    recipe.add_argument("--init", choices=["authors", "pytorch"], default="authors")
+    output = fit.add_argument_group("outputs")
+    output.add_argument("--checkpoint-every", type=int, default=500, help="steps")
+    output.add_argument("--keep-checkpoints", type=int, default=3)
+    output.add_argument("--log-every", type=int, default=10, help="steps")
+    output.add_argument("--workers", type=int, help="data loader processes")
+    output.add_argument("--attribute-count", type=int, default=10_000)
+    output.add_argument("--quiet", action="store_true", help="log lines instead of a bar")
+    fit.set_defaults(handler=run_fit)
+
+
+def _config(args: argparse.Namespace, saved: dict[str, Any] | None) -> VAEGANConfig:
+    if saved is not None:
+        config = VAEGANConfig.from_dict(saved)
+        if args.preset is not None:
+            chosen = get_preset(args.preset, channels=args.channels)
+            if chosen != config:
+                raise FitError(
+                    f"--resume: the run in {args.out} was trained with a different network "
+                    f"({config.image_size}px, encoder {list(config.encoder_channels)}) than "
+                    f"--preset {args.preset}; drop --preset or use another --out"
+                )
+        return config
+    config = get_preset(args.preset or "paper64", channels=args.channels)
+    if args.init != config.init:
+        config = config.replace(init=args.init)
+    if args.image_size is not None and args.image_size != config.image_size:
+        raise FitError(
+            f"--image-size {args.image_size} does not match preset {args.preset or 'paper64'} "
+            f"({config.image_size}px); pick a {args.image_size}px preset such as "
+            f"paper{args.image_size}"
+        )
+    return config
+
+
+def _recipe(args: argparse.Namespace) -> Recipe:
+    try:
+        return Recipe(
+            objective=args.objective,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            lr_schedule=args.lr_schedule,
+            gamma=args.gamma,
+            equilibrium=args.equilibrium,
+            margin=None if args.no_equilibrium else args.margin,
+            discriminate_reconstructions=args.discriminate_reconstructions,
+            decoder_gan_loss=args.decoder_loss,
+            real_weight=args.real_weight,
+            weight_decay=args.weight_decay,
+            flip=not args.no_flip,
+            seed=args.seed,
+        )
+    except ValueError as exc:
+        raise FitError(str(exc)) from None
+
+
+def run_fit(args: argparse.Namespace) -> int:
+    for name in ("checkpoint_every", "keep_checkpoints", "log_every", "batch_size"):
+        if getattr(args, name) < 1:
+            raise FitError(f"--{name.replace('_', '-')} must be at least 1")
+    if args.steps is not None and args.steps < 1:
+        raise FitError("--steps must be at least 1")
+    if args.epochs is not None and not (math.isfinite(args.epochs) and args.epochs > 0):
+        raise FitError("--epochs must be a positive number")
+    run_dir: Path = args.out
+    state_path = run_dir / STATE_FILE
+    saved_tensors, saved_header = None, None
+    if args.resume:
+        saved_tensors, saved_header = load_training_state(state_path)
+    elif state_path.exists():
+        raise FitError(
+            f"{run_dir} already holds a training run; pass --resume to continue it "
+            "or choose another --out"
+        )
+
+    config = _config(args, saved_header["config"] if saved_header else None)
+    recipe = Recipe.from_dict(saved_header["recipe"]) if saved_header else _recipe(args)
+    preprocessing = Preprocessing(image_size=config.image_size, channels=config.channels)
+    context = init_distributed(args.device)
+    if recipe.batch_size % context.world_size:
+        raise FitError(
+            f"--batch-size {recipe.batch_size} must divide evenly across "
+            f"{context.world_size} processes"
+        )
+    try:
+        dataset = open_dataset(
+            args.data, split=args.split, preprocessing=preprocessing, limit=args.limit
+        )
+    except DatasetError as exc:
+        raise FitError(str(exc)) from None
+    if saved_header and saved_header["dataset_size"] != len(dataset):
+        raise FitError(
+            f"--resume: the run was trained on {saved_header['dataset_size']} images but "
+            f"{args.data} now gives {len(dataset)}; resuming would change the data order"
+        )
+
+    batches_per_epoch = len(dataset) // recipe.batch_size
+    if args.steps is not None:
+        total_steps = args.steps
+    elif args.epochs is not None:
+        total_steps = max(1, round(args.epochs * batches_per_epoch))
+    elif saved_header:
+        total_steps = int(saved_header["total_steps"])
+    else:
+        total_steps = AUTHORS_STEPS
+
+    if context.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    model = build_vaegan(config, seed=recipe.seed)
+    workers = (
+        args.workers if args.workers is not None else (4 if context.device.type == "cuda" else 0)
+    )
+    options = TrainerOptions(
+        total_steps=total_steps,
+        checkpoint_every=args.checkpoint_every,
+        keep_checkpoints=args.keep_checkpoints,
+        log_every=args.log_every,
+        workers=workers,
+        progress=not args.quiet,
+    )
+    try:
+        trainer = Trainer(
+            model, dataset, recipe, run_dir, options, context, preprocessing=preprocessing
+        )
+        if saved_tensors is not None and saved_header is not None:
+            trainer.load_state(saved_tensors, saved_header)
+            log.info("resuming %s at step %d of %d", run_dir, trainer.counters.steps, total_steps)
+        elif context.is_main:
+            (run_dir / "run.json").write_text(
+                json.dumps(
+                    {
+                        "config": config.to_dict(),
+                        "recipe": recipe.to_dict(),
+                        "data": str(args.data),
+                    },
+                    indent=2,
+                )
+            )
+        trainer.fit()
+        if context.is_main:
+            _finish(trainer, args)
+    finally:
+        context.close()
+    return 0
+
+
+def _finish(trainer: Trainer, args: argparse.Namespace) -> None:
+    """The final checkpoint (with attribute vectors when the data has labels) and loss curves."""
+    from model.checkpoint import save_checkpoint
+
+    attributes = {}
+    evaluation_extra: dict[str, Any] = {}
+    if getattr(trainer.dataset, "attribute_names", ()):
+        from training.attributes import compute_attribute_vectors
+
+        report = compute_attribute_vectors(
+            trainer.model,
+            trainer.dataset,
+            count=args.attribute_count,
+            device=trainer.device,
+        )
+        attributes = report.vectors
+        evaluation_extra["attributes"] = {"images": report.images, "skipped": list(report.skipped)}
+    metadata = trainer.checkpoint_metadata()
+    metadata["evaluation"] |= evaluation_extra
+    final = save_checkpoint(
+        trainer.run_dir / "model.safetensors",
+        trainer.model,
+        preprocessing=trainer.preprocessing,
+        step=trainer.counters.steps,
+        attributes=attributes,
+        **metadata,
+    )
+    plot_loss_curves(trainer.run_dir / METRICS_FILE, trainer.run_dir / "loss_curves.png")
+    print(f"trained {trainer.counters.steps} steps; final checkpoint {final}")
+    if attributes:
+        print(f"attribute vectors: {', '.join(attributes)}")
+
+
+__all__ = ["FitError", "TrainingError", "add_fit_command", "run_fit"]

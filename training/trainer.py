@@ -1,0 +1,702 @@
+"""The VAE-GAN trainer: the paper's step, the authors' schedule, resumable to the exact step.
+
+One visible loop: learning rate, data, forward, the three gradients, equilibrium, steps, logs,
+checkpoints. Every public PyTorch port of the paper crashes with an in-place autograd error
+because it steps one optimiser before the next network's backward pass has run through the
+weights it just changed. Here all three gradients come from one forward pass and are computed
+before any optimiser steps, so that error cannot occur.
+
+Resuming is exact because nothing depends on hidden state: the data order is a function of
+(seed, epoch), the per-step noise (reparameterisation and prior samples) a function of
+(seed, rank, step), and everything else (weights, BN statistics, optimiser moments, skip
+counters) is in the state file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from model.checkpoint import atomic_write_bytes, save_checkpoint
+from model.codec import Preprocessing, encode_png, make_grid
+from model.networks import VAEGAN
+from training import losses
+from training.data import Batch, Sample, collate_samples
+from training.distributed import DistributedContext
+from training.recipe import Recipe
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "state.safetensors"
+STATE_FORMAT = "vaegan-training-state"
+STATE_VERSION = 1
+METRICS_FILE = "metrics.jsonl"
+NETWORK_NAMES = ("encoder", "decoder", "discriminator")
+
+
+class TrainingError(ValueError):
+    """Training cannot start or go on; the message says why and what was kept."""
+
+
+class DivergenceError(TrainingError):
+    """A loss became NaN or infinite."""
+
+
+# --------------------------------------------------------------------------------------------
+# data order
+
+
+class FlipView(Dataset[Sample | None]):
+    """Item i < n is image i; item n + i is image i mirrored. Lets the sampler own the flips,
+    so augmentation is reproducible (and resumable) instead of drawn inside worker processes."""
+
+    def __init__(self, base: Any) -> None:
+        self.base = base
+
+    def __len__(self) -> int:
+        return 2 * len(self.base)
+
+    def __getitem__(self, item: int) -> Sample | None:
+        index, mirrored = item % len(self.base), item >= len(self.base)
+        sample: Sample | None = self.base[index]
+        if sample is None or not mirrored:
+            return sample
+        return sample._replace(image=sample.image.flip(-1))
+
+
+class EpochSampler(Sampler[int]):
+    """A seeded permutation per epoch, sharded across ranks, starting `skip` items in."""
+
+    def __init__(
+        self, size: int, *, seed: int, epoch: int, flip: bool, rank: int, world: int, skip: int
+    ) -> None:
+        self.size, self.seed, self.epoch = size, seed, epoch
+        self.flip, self.rank, self.world, self.skip = flip, rank, world, skip
+
+    def _items(self) -> list[int]:
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        order = torch.randperm(self.size, generator=generator)
+        if self.flip:
+            order = order + self.size * torch.randint(0, 2, (self.size,), generator=generator)
+        per_rank = self.size // self.world
+        return order[self.rank * per_rank : (self.rank + 1) * per_rank].tolist()[self.skip :]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._items())
+
+    def __len__(self) -> int:
+        return max(0, self.size // self.world - self.skip)
+
+
+# --------------------------------------------------------------------------------------------
+# the step
+
+
+@dataclass
+class StepStats:
+    """One step's figures, per image: the paper's loss terms by name and the GAN's state."""
+
+    values: dict[str, float]
+    update_discriminator: bool
+    update_decoder: bool
+    images: int
+
+
+@dataclass
+class Noise:
+    """The random draws of one step: reparameterisation eps and prior samples z_p."""
+
+    eps: Tensor  # (B, latent)
+    z_prior: Tensor  # (B, latent)
+
+
+@contextlib.contextmanager
+def frozen_batch_norm_statistics(module: nn.Module) -> Iterator[None]:
+    """Batch norm normalises with batch statistics but leaves its running averages alone.
+
+    The authors' similarity pass ran through a copy of D's lower layers with shared weights but
+    its own BN buffers, so only the GAN pass shaped D's running statistics; momentum 0 does that.
+    """
+    layers = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [layer.momentum for layer in layers]
+    for layer in layers:
+        layer.momentum = 0.0
+    try:
+        yield
+    finally:
+        for layer, momentum in zip(layers, saved, strict=True):
+            layer.momentum = momentum
+
+
+class Networks:
+    """The three networks as the step calls them: DDP-wrapped when distributed."""
+
+    def __init__(self, model: VAEGAN, context: DistributedContext) -> None:
+        self.model = model
+        self.encoder: nn.Module = context.wrap(model.encoder)
+        self.decoder: nn.Module = context.wrap(model.decoder)
+        self.discriminator: nn.Module = context.wrap(model.discriminator)
+
+
+def compute_gradients(
+    nets: Networks, images: Tensor, recipe: Recipe, noise: Noise, *, autocast: bool = False
+) -> dict[str, Tensor]:
+    """One forward pass, then each network's gradient into its parameters' `.grad`.
+
+    Encoder: L_prior + L_llike. Decoder: gamma * L_llike - (1 - gamma) * L_gan (saturating) or
+    gamma * L_llike + (1 - gamma) * (-log D(G(z))) (non-saturating). Discriminator: L_gan, real
+    and generated halves weighted `real_weight : 1 - real_weight`. Returns the per-image terms.
+    """
+    model = nets.model
+    batch = images.shape[0]
+    device_type = images.device.type
+    terms: dict[str, Tensor] = {}
+    with torch.autocast(device_type, dtype=torch.bfloat16, enabled=autocast):
+        encoder_loss = decoder_loss = discriminator_loss = None
+        reconstruction = None
+        if recipe.trains_encoder:
+            encoded = nets.encoder(images)
+            z = encoded.mu + torch.exp(0.5 * encoded.logvar) * noise.eps
+            reconstruction = nets.decoder(z)
+            terms["L_prior"] = losses.prior_loss(encoded.mu.float(), encoded.logvar.float()).mean()
+            if recipe.objective == "vaegan":
+                # Real and reconstructed images share one batch through D (shared BN statistics).
+                with frozen_batch_norm_statistics(model.discriminator):
+                    features = model.discriminator.similarity_features(
+                        torch.cat([reconstruction, images])
+                    ).float()
+                fake_features, real_features = features[:batch], features[batch:]
+                terms["L_llike"] = losses.similarity_loss(fake_features, real_features).mean()
+            else:
+                terms["L_llike"] = losses.pixel_loss(
+                    reconstruction.float(), images.float(), recipe.pixel_sigma
+                ).mean()
+            encoder_loss = terms["L_prior"] + terms["L_llike"]
+            decoder_loss = terms["L_llike"]
+
+        if recipe.uses_discriminator:
+            generated = [nets.decoder(noise.z_prior)]
+            if recipe.discriminate_reconstructions and reconstruction is not None:
+                generated.insert(0, reconstruction)
+            logits = nets.discriminator(torch.cat([images, *generated])).logit.float()
+            real_logits, fake_logits = logits[:batch], logits[batch:]
+            real_cost = losses.real_cost(real_logits, recipe.gan_eps)
+            fake_cost = losses.fake_cost(fake_logits, recipe.gan_eps)
+            fake_weight = (1.0 - recipe.real_weight) * batch / fake_logits.shape[0]
+            terms["L_gan"] = (real_cost.sum() + fake_cost.sum()) / batch
+            discriminator_loss = (
+                recipe.real_weight * real_cost.sum() + fake_weight * fake_cost.sum()
+            ) / batch
+            if recipe.decoder_gan_loss == "saturating":
+                generator_loss = -fake_cost.sum() / batch
+            else:
+                generator_loss = (
+                    losses.non_saturating_cost(fake_logits, recipe.gan_eps).sum() / batch
+                )
+            if decoder_loss is None:  # plain GAN
+                decoder_loss = generator_loss
+            else:
+                decoder_loss = recipe.gamma * decoder_loss + (1.0 - recipe.gamma) * generator_loss
+            terms["real_cost"] = real_cost.mean().detach()
+            terms["fake_cost"] = fake_cost.mean().detach()
+            terms["D_x"] = torch.sigmoid(real_logits).mean().detach()
+            terms["D_G_z"] = torch.sigmoid(fake_logits).mean().detach()
+        assert decoder_loss is not None
+        terms["L_dec"] = decoder_loss
+
+    # All three gradients before any optimiser step. `inputs=` keeps each loss's gradient to its
+    # own network (L_llike must not train D; the GAN loss must not train the encoder).
+    if encoder_loss is not None:
+        torch.autograd.backward(
+            encoder_loss, inputs=list(model.encoder.parameters()), retain_graph=True
+        )
+    torch.autograd.backward(
+        decoder_loss,
+        inputs=list(model.decoder.parameters()),
+        retain_graph=discriminator_loss is not None,
+    )
+    if discriminator_loss is not None:
+        torch.autograd.backward(discriminator_loss, inputs=list(model.discriminator.parameters()))
+    return {name: value.detach() for name, value in terms.items()}
+
+
+# --------------------------------------------------------------------------------------------
+# the trainer
+
+
+@dataclass
+class TrainerOptions:
+    total_steps: int
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 3
+    log_every: int = 10
+    workers: int = 0
+    progress: bool = True
+    grid_size: int = 64
+
+
+@dataclass
+class Counters:
+    steps: int = 0
+    discriminator_skips: int = 0
+    decoder_skips: int = 0
+    damaged_images: int = 0
+    thin_batches: int = 0  # batches with < 2 good images, which batch norm cannot train on
+
+    def to_dict(self) -> dict[str, int]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class _Window:
+    """Running means of the figures since the last log line."""
+
+    sums: dict[str, float] = field(default_factory=dict)
+    count: int = 0
+    images: int = 0
+    discriminator_skips: int = 0
+    decoder_skips: int = 0
+    started: float = field(default_factory=time.perf_counter)
+
+    def add(self, stats: StepStats) -> None:
+        for name, value in stats.values.items():
+            self.sums[name] = self.sums.get(name, 0.0) + value
+        self.count += 1
+        self.images += stats.images
+        self.discriminator_skips += not stats.update_discriminator
+        self.decoder_skips += not stats.update_decoder
+
+    def summary(self) -> dict[str, float]:
+        elapsed = max(time.perf_counter() - self.started, 1e-9)
+        count = max(self.count, 1)
+        figures = {name: total / count for name, total in self.sums.items()}
+        figures["images_per_second"] = self.images / elapsed
+        figures["skip_rate_discriminator"] = self.discriminator_skips / count
+        figures["skip_rate_decoder"] = self.decoder_skips / count
+        return figures
+
+
+class Trainer:
+    def __init__(
+        self,
+        model: VAEGAN,
+        dataset: Any,
+        recipe: Recipe,
+        run_dir: Path,
+        options: TrainerOptions,
+        context: DistributedContext,
+        *,
+        preprocessing: Preprocessing,
+    ) -> None:
+        self.model = model
+        self.dataset = dataset
+        self.recipe = recipe
+        self.run_dir = run_dir
+        self.options = options
+        self.context = context
+        self.preprocessing = preprocessing
+        self.device = context.device
+        self.on_cuda = self.device.type == "cuda"
+        _to_device(self.model, self.device)
+        self.nets = Networks(model, context)
+        self.optimizers = {name: self._optimizer(getattr(model, name)) for name in NETWORK_NAMES}
+        self.counters = Counters()
+        self.local_batch = recipe.batch_size // context.world_size
+        self.batches_per_epoch = (len(dataset) // context.world_size) // self.local_batch
+        if self.batches_per_epoch < 1:
+            raise TrainingError(
+                f"the data set has {len(dataset)} images, fewer than one batch of "
+                f"{recipe.batch_size}; use a smaller --batch-size or more data"
+            )
+        fixed = torch.Generator().manual_seed(recipe.seed)
+        self.fixed_z = torch.randn(options.grid_size, model.config.latent_dim, generator=fixed)
+        self.fixed_images = self._readable_images(options.grid_size // 2)
+
+    # -- setup ---------------------------------------------------------------------------------
+
+    def _readable_images(self, count: int) -> Tensor:
+        """The first `count` images that decode, unflipped: the fixed reconstruction inputs."""
+        images: list[Tensor] = []
+        for index in range(len(self.dataset)):
+            if len(images) == count:
+                break
+            sample = self.dataset[index]
+            if sample is not None:
+                images.append(sample.image)
+        if not images:
+            raise TrainingError("no image in the data set could be read")
+        return torch.stack(images)
+
+    def _optimizer(self, network: nn.Module) -> torch.optim.RMSprop:
+        decayed: list[nn.Parameter] = []
+        plain: list[nn.Parameter] = []
+        for name, parameter in network.named_parameters():
+            is_weight = name.endswith("weight") and parameter.ndim > 1
+            is_latent_head = name.startswith(("mu.", "logvar."))
+            (decayed if is_weight and not is_latent_head else plain).append(parameter)
+        decay = 2.0 * self.recipe.weight_decay / self.recipe.batch_size
+        return torch.optim.RMSprop(
+            [{"params": decayed, "weight_decay": decay}, {"params": plain, "weight_decay": 0.0}],
+            lr=self.recipe.lr,
+            alpha=self.recipe.rmsprop_alpha,
+            eps=self.recipe.rmsprop_eps,
+        )
+
+    def _loader(self, epoch: int, skip_batches: int) -> DataLoader[Sample | None]:
+        sampler = EpochSampler(
+            len(self.dataset),
+            seed=self.recipe.seed,
+            epoch=epoch,
+            flip=self.recipe.flip,
+            rank=self.context.rank,
+            world=self.context.world_size,
+            skip=skip_batches * self.local_batch,
+        )
+        return DataLoader(
+            FlipView(self.dataset),
+            batch_size=self.local_batch,
+            sampler=sampler,
+            drop_last=True,
+            num_workers=self.options.workers,
+            collate_fn=collate_samples,
+            pin_memory=self.on_cuda,
+            persistent_workers=False,
+        )
+
+    def _noise(self, step: int, batch: int) -> Noise:
+        # A pure function of (seed, rank, step): no generator state to save for an exact resume.
+        generator = torch.Generator(device=self.device)
+        generator.manual_seed(
+            (self.recipe.seed * 1_000_003 + self.context.rank) * 1_000_000_007 + step
+        )
+        shape = (batch, self.model.config.latent_dim)
+        eps = torch.randn(shape, generator=generator, device=self.device)
+        return Noise(eps, torch.randn(shape, generator=generator, device=self.device))
+
+    # -- one step ------------------------------------------------------------------------------
+
+    def train_step(self, batch: Batch, step: int) -> StepStats | None:
+        self.counters.damaged_images += batch.skipped
+        if len(batch.images) < 2:
+            self.counters.thin_batches += 1
+            log.warning("step %d: fewer than 2 readable images in the batch; no update", step)
+            return None
+        lr = self.recipe.learning_rate(step, self.options.total_steps)
+        for optimizer in self.optimizers.values():
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+        images = batch.images.to(self.device, non_blocking=True).contiguous(
+            memory_format=torch.channels_last
+        )
+        for optimizer in self.optimizers.values():
+            optimizer.zero_grad(set_to_none=True)
+        terms = compute_gradients(
+            self.nets, images, self.recipe, self._noise(step, len(images)), autocast=self.on_cuda
+        )
+        values = self.context.mean_of({name: float(v) for name, v in terms.items()})
+        for name, value in values.items():
+            if not math.isfinite(value):
+                raise DivergenceError(
+                    f"step {step}: {name} is {value}; training stopped before applying it. "
+                    f"The last good checkpoint and {self.run_dir / STATE_FILE} are intact"
+                )
+        update_discriminator, update_decoder = True, True
+        if self.recipe.objective == "vaegan" or self.recipe.objective == "gan":
+            update_discriminator, update_decoder = losses.equilibrium_updates(
+                values["real_cost"],
+                values["fake_cost"],
+                self.recipe.equilibrium,
+                self.recipe.margin,
+            )
+        if self.recipe.trains_encoder:
+            self.optimizers["encoder"].step()
+        if update_decoder:
+            self.optimizers["decoder"].step()
+        if update_discriminator and self.recipe.uses_discriminator:
+            self.optimizers["discriminator"].step()
+        self.context.sync_buffers(self.model)
+        self.counters.discriminator_skips += not update_discriminator
+        self.counters.decoder_skips += not update_decoder
+        values["lr"] = lr
+        return StepStats(
+            values, update_discriminator, update_decoder, len(images) * self.context.world_size
+        )
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    def fit(self) -> None:
+        from tqdm import tqdm
+
+        total = self.options.total_steps
+        main = self.context.is_main
+        bar = tqdm(
+            total=total * self.recipe.batch_size,
+            initial=self.counters.steps * self.recipe.batch_size,
+            unit="img",
+            unit_scale=True,
+            disable=not (self.options.progress and main),
+            dynamic_ncols=True,
+        )
+        window = _Window()
+        self.model.train()
+        while self.counters.steps < total:
+            step = self.counters.steps
+            epoch, offset = divmod(step, self.batches_per_epoch)
+            for batch in self._loader(epoch, offset):
+                stats = self.train_step(batch, step)
+                step += 1
+                self.counters.steps = step
+                if stats is not None:
+                    window.add(stats)
+                bar.update(self.recipe.batch_size)
+                if step % self.options.log_every == 0 or step == total:
+                    figures = window.summary()
+                    window = _Window()
+                    if main:
+                        self._log(step, epoch, figures, bar)
+                if step % self.options.checkpoint_every == 0 or step == total:
+                    self.save(step)
+                if step >= total:
+                    break
+        bar.close()
+
+    def _log(self, step: int, epoch: int, figures: dict[str, float], bar: Any) -> None:
+        record = {"step": step, "epoch": epoch, **figures, **self._counter_figures()}
+        with (self.run_dir / METRICS_FILE).open("a") as handle:
+            handle.write(json.dumps(record) + "\n")
+        shown = {
+            name: figures[name]
+            for name in ("L_prior", "L_llike", "L_gan", "D_x", "D_G_z")
+            if name in figures
+        }
+        postfix: dict[str, str] = {k: f"{v:.3g}" for k, v in shown.items()}
+        if self.recipe.objective != "vae":
+            postfix["skip_D"] = f"{figures['skip_rate_discriminator']:.0%}"
+            postfix["skip_dec"] = f"{figures['skip_rate_decoder']:.0%}"
+        bar.set_postfix(postfix, refresh=False)
+        if bar.disable:
+            log.info(
+                "step %d/%d %.1f img/s %s",
+                step,
+                self.options.total_steps,
+                figures["images_per_second"],
+                " ".join(f"{k}={v}" for k, v in postfix.items()),
+            )
+
+    def _counter_figures(self) -> dict[str, int]:
+        return {
+            "discriminator_skips": self.counters.discriminator_skips,
+            "decoder_skips": self.counters.decoder_skips,
+            "damaged_images": self.counters.damaged_images,
+        }
+
+    # -- outputs -------------------------------------------------------------------------------
+
+    def checkpoint_metadata(self) -> dict[str, Any]:
+        return {
+            "dataset": self.dataset.describe(),
+            "recipe": self.recipe.to_dict()
+            | {"total_steps": self.options.total_steps, "world_size": self.context.world_size},
+            "evaluation": {"training": self._counter_figures()},
+        }
+
+    def save(self, step: int) -> None:
+        """State for resuming, a user checkpoint and the sample grids; rank 0 writes."""
+        if self.context.distributed:
+            checksum = self.context.check_in_sync(self.model)  # a collective: every rank calls it
+            if self.context.is_main:
+                log.info(
+                    "step %d: all %d ranks in sync (weight checksum %.6f)",
+                    step,
+                    self.context.world_size,
+                    checksum,
+                )
+        state = self.state_tensors()
+        if not self.context.is_main:
+            return
+        save_training_state(self.run_dir / STATE_FILE, state, self._state_header(step))
+        directory = self.run_dir / "checkpoints"
+        path = directory / f"step-{step:07d}.safetensors"
+        save_checkpoint(
+            path,
+            self.model,
+            preprocessing=self.preprocessing,
+            step=step,
+            **self.checkpoint_metadata(),
+        )
+        old = sorted(directory.glob("step-*.safetensors"))[: -self.options.keep_checkpoints]
+        for stale in old:
+            stale.unlink(missing_ok=True)
+        self.write_grids(step)
+
+    @torch.no_grad()
+    def write_grids(self, step: int) -> None:
+        self.model.eval()
+        try:
+            samples = self.model.decode(self.fixed_z.to(self.device)).float().cpu()
+            grid = make_grid(samples, nrow=8)
+            directory = self.run_dir / "samples"
+            atomic_write_bytes(directory / f"samples-{step:07d}.png", encode_png(grid))
+            if self.recipe.trains_encoder:
+                originals = self.fixed_images.to(self.device)
+                reconstructions = self.model.reconstruct(originals).float().cpu()
+                # Pairs side by side: original, reconstruction.
+                paired = torch.stack([originals.cpu(), reconstructions], dim=1).flatten(0, 1)
+                atomic_write_bytes(
+                    directory / f"reconstructions-{step:07d}.png",
+                    encode_png(make_grid(paired, nrow=8)),
+                )
+        finally:
+            self.model.train()
+
+    def _state_header(self, step: int) -> dict[str, Any]:
+        return {
+            "format": STATE_FORMAT,
+            "version": STATE_VERSION,
+            "step": step,
+            "counters": self.counters.to_dict(),
+            "recipe": self.recipe.to_dict(),
+            "config": self.model.config.to_dict(),
+            "preprocessing": self.preprocessing.to_dict(),
+            "total_steps": self.options.total_steps,
+            "world_size": self.context.world_size,
+            "dataset_size": len(self.dataset),
+        }
+
+    def state_tensors(self) -> dict[str, Tensor]:
+        tensors = {
+            f"model.{k}": v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()
+        }
+        for name, optimizer in self.optimizers.items():
+            for index, slot in optimizer.state_dict()["state"].items():
+                for key, value in slot.items():
+                    tensors[f"optim.{name}.{index}.{key}"] = (
+                        torch.as_tensor(value).cpu().contiguous()
+                    )
+        return tensors
+
+    def load_state(self, tensors: dict[str, Tensor], header: dict[str, Any]) -> None:
+        weights = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
+        self.model.load_state_dict(weights, strict=True)
+        _to_device(self.model, self.device)
+        for name, optimizer in self.optimizers.items():
+            prefix = f"optim.{name}."
+            slots: dict[int, dict[str, Tensor]] = {}
+            for key, value in tensors.items():
+                if key.startswith(prefix):
+                    index, slot_key = key[len(prefix) :].split(".", 1)
+                    slots.setdefault(int(index), {})[slot_key] = value
+            current = optimizer.state_dict()
+            optimizer.load_state_dict({"state": slots, "param_groups": current["param_groups"]})
+        self.counters = Counters(**header["counters"])
+        if self.context.is_main:
+            truncate_metrics(self.run_dir / METRICS_FILE, self.counters.steps)
+
+
+def _to_device(model: nn.Module, device: torch.device) -> None:
+    # Channels-last is faster for these convs on CPUs (measured 1.5x on small64) and GPUs.
+    model.to(device)
+    model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+
+
+# --------------------------------------------------------------------------------------------
+# state files
+
+
+def save_training_state(path: Path, tensors: dict[str, Tensor], header: dict[str, Any]) -> None:
+    from safetensors.torch import save
+
+    atomic_write_bytes(path, save(tensors, metadata={STATE_FORMAT: json.dumps(header)}))
+
+
+def load_training_state(path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """Read a resume file; safetensors only, never a pickle."""
+    from safetensors import safe_open
+
+    if not path.is_file():
+        raise TrainingError(f"nothing to resume: {path} does not exist")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
+        header = json.loads(metadata[STATE_FORMAT])
+    except Exception as exc:  # any failure here means the same thing to the user: damaged
+        raise TrainingError(f"cannot resume from {path}: the file is damaged ({exc})") from None
+    if header.get("version", 0) > STATE_VERSION:
+        raise TrainingError(f"cannot resume from {path}: written by a newer vaegan")
+    return tensors, header
+
+
+def truncate_metrics(path: Path, last_step: int) -> None:
+    """Drop metric lines a killed run logged after its last saved state."""
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line)["step"] <= last_step:
+                kept.append(line)
+        except (json.JSONDecodeError, KeyError, TypeError):
+            continue  # a line cut by the kill
+    atomic_write_bytes(path, "".join(line + "\n" for line in kept).encode())
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        with contextlib.suppress(json.JSONDecodeError):
+            records.append(json.loads(line))
+    return records
+
+
+def plot_loss_curves(metrics_path: Path, out_path: Path) -> bool:
+    """Loss terms, D outputs and skip rates against step, as a PNG; False without data."""
+    records = read_metrics(metrics_path)
+    if not records:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [r["step"] for r in records]
+    panels = [
+        ("losses (per image)", ["L_prior", "L_llike", "L_gan"], True),
+        ("discriminator", ["D_x", "D_G_z"], False),
+        ("equilibrium skips", ["skip_rate_discriminator", "skip_rate_decoder"], False),
+        ("throughput (images/s)", ["images_per_second"], False),
+    ]
+    present = [p for p in panels if any(name in records[0] for name in p[1])]
+    figure, axes = plt.subplots(len(present), 1, figsize=(8, 2.6 * len(present)), sharex=True)
+    for axis, (title, names, logarithmic) in zip(
+        [axes] if len(present) == 1 else axes, present, strict=True
+    ):
+        for name in names:
+            if name in records[0]:
+                axis.plot(steps, [r.get(name, math.nan) for r in records], label=name)
+        if logarithmic and all(r.get(n, 1) > 0 for r in records for n in names if n in r):
+            axis.set_yscale("log")
+        axis.set_title(title, fontsize=10)
+        axis.legend(fontsize=8, loc="best")
+        axis.grid(alpha=0.3)
+    figure.supxlabel("step")
+    figure.tight_layout()
+    temporary = out_path.with_name(f".{out_path.name}.{os.getpid()}.tmp")
+    figure.savefig(temporary, format="png", dpi=100)
+    plt.close(figure)
+    temporary.replace(out_path)
+    return True
