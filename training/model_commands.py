@@ -1,15 +1,398 @@
-"""`vaegan-train attributes | evaluate | sample | edit`: commands that work on a checkpoint."""
+"""`vaegan-train attributes | evaluate | sample | edit`: commands that work on a checkpoint.
+
+Every command reads images through the checkpoint's own preprocessing, so their size always
+matches the model. Refusals are raised as ValueError / OSError with a message for the user;
+`training.cli.main` turns them into `vaegan-train <command>: error: ...` and exit code 2.
+"""
 
 from __future__ import annotations
 
 import argparse
+import difflib
+import json
+import math
+import re
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
+
+import torch
+from torch import Tensor
+
+from model.checkpoint import Checkpoint, atomic_write_bytes, load_checkpoint
+from model.codec import ImageError, Preprocessing, encode_png, load_image_tensor, make_grid
+from training.attributes import attribute_edits, compute_attribute_vectors, write_attributes
+from training.data import SPLITS, CelebADataset, open_dataset
+from training.evaluate import METRIC_NAMES, evaluate, generate_samples
+
+DEVICE_CHOICES = ("auto", "cpu", "cuda")
+MAX_SAMPLES = 1024
+MAX_STRENGTHS = 16
+GRID_PADDING = 2
+
+_METRIC_HELP = {
+    "reconstruction_mse": "mean squared pixel error of reconstructions ([-1, 1] range)",
+    "similarity_distance": "mean squared Dis_l feature difference, reconstruction vs input",
+    "kl": "KL(q(z|x) || N(0, I)) per image, nats",
+    "sharpness_reconstructions": "high-frequency energy of reconstructions / of the data",
+    "sharpness_samples": "high-frequency energy of samples from N(0, I) / of the data",
+}
 
 
 def add_model_commands(commands: Any) -> None:
     """Register the checkpoint commands on the `vaegan-train` subparsers."""
-    del commands  # the commands arrive with this module's implementation
+    _add_attributes_command(commands)
+    _add_evaluate_command(commands)
+    _add_sample_command(commands)
+    _add_edit_command(commands)
 
 
-def _unused(args: argparse.Namespace) -> int:  # pragma: no cover
+# --------------------------------------------------------------------------------------------
+# argument types and shared arguments
+
+
+def _int_in_range(low: int, high: int | None = None) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < low or (high is not None and value > high):
+            bounds = f"at least {low}" if high is None else f"between {low} and {high}"
+            raise argparse.ArgumentTypeError(f"must be {bounds}, got {value}")
+        return value
+
+    return parse
+
+
+def parse_strengths(text: str) -> list[float]:
+    """Parse "-2,-1,0,1,2" into [-2.0, -1.0, 0.0, 1.0, 2.0]: up to MAX_STRENGTHS finite numbers."""
+    try:
+        values = [float(part) for part in text.split(",")]
+    except ValueError:
+        values = []
+    if not values or not all(math.isfinite(v) for v in values):
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated numbers such as -2,-1,0,1,2, got {text!r}"
+        )
+    if len(values) > MAX_STRENGTHS:
+        raise argparse.ArgumentTypeError(
+            f"at most {MAX_STRENGTHS} strengths fit in a strip, got {len(values)}"
+        )
+    return values
+
+
+def _add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--checkpoint", type=Path, required=True, help="a .safetensors checkpoint written by vaegan"
+    )
+    parser.add_argument(
+        "--device",
+        choices=DEVICE_CHOICES,
+        default="auto",
+        help="where to run the model (auto: cuda when available, else cpu)",
+    )
+
+
+def _add_data_arguments(
+    parser: argparse.ArgumentParser, *, default_count: int, default_split: str
+) -> None:
+    parser.add_argument(
+        "--count",
+        type=_int_in_range(1),
+        default=default_count,
+        help="use the first COUNT images of the split",
+    )
+    parser.add_argument(
+        "--split",
+        choices=tuple(SPLITS),
+        default=default_split,
+        help="CelebA split to read",
+    )
+    parser.add_argument("--batch-size", type=_int_in_range(1), default=64)
+    parser.add_argument(
+        "--workers", type=_int_in_range(0), default=0, help="image-loading processes (0: inline)"
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' picks cuda when this machine has it; asking for cuda without it is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        reason = (
+            f"this PyTorch build ({torch.__version__}) has no CUDA support"
+            if torch.version.cuda is None
+            else "no CUDA GPU is visible"
+        )
+        raise ValueError(f"--device cuda asked for, but {reason}; use --device cpu or auto")
+    return torch.device(name)
+
+
+def _check_output_path(path: Path) -> None:
+    """Refuse an --out that cannot become a file before spending time on the work."""
+    if path.is_dir():
+        raise ValueError(f"--out {path} is a folder; give a file name such as {path / 'out.png'}")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(f"--out {path}: {parent} is a file, not a folder")
+            break
+
+
+def _write_png(path: Path, image: Tensor) -> None:
+    # A reader (a web page, a watcher) never sees half a PNG; missing folders are created.
+    atomic_write_bytes(path, encode_png(image))
+
+
+def _load(args: argparse.Namespace) -> tuple[Checkpoint, torch.device]:
+    device = resolve_device(args.device)
+    return load_checkpoint(args.checkpoint, device=device), device
+
+
+# --------------------------------------------------------------------------------------------
+# attributes
+
+
+def _add_attributes_command(commands: Any) -> None:
+    parser: argparse.ArgumentParser = commands.add_parser(
+        "attributes",
+        help="compute attribute vectors from labelled images and store them in the checkpoint",
+        description=(
+            "Encode the first COUNT images of a CelebA-layout folder to their posterior means and "
+            "store, for every labelled attribute, mean mu(attribute) - mean mu(no attribute) in "
+            "the checkpoint (rewritten atomically; weights and metadata are kept)."
+        ),
+    )
+    _add_common_arguments(parser)
+    parser.add_argument(
+        "--data", type=Path, required=True, help="a CelebA-layout folder (labels required)"
+    )
+    _add_data_arguments(parser, default_count=10_000, default_split="train")
+    parser.add_argument(
+        "--min-examples",
+        type=_int_in_range(1),
+        default=10,
+        help="skip attributes with fewer positive or negative images than this",
+    )
+    parser.set_defaults(handler=run_attributes)
+
+
+def run_attributes(args: argparse.Namespace) -> int:
+    checkpoint, device = _load(args)
+    dataset = CelebADataset(
+        args.data, split=args.split, preprocessing=checkpoint.preprocessing, limit=args.count
+    )
+    report = compute_attribute_vectors(
+        checkpoint.model,
+        dataset,
+        count=args.count,
+        batch_size=args.batch_size,
+        device=device,
+        min_examples=args.min_examples,
+        num_workers=args.workers,
+        progress=not args.quiet,
+    )
+    print(f"{'attribute':<24}{'positives':>10}{'negatives':>10}{'norm':>10}")
+    for name, attribute in report.vectors.items():
+        print(
+            f"{name:<24}{attribute.positives:>10}{attribute.negatives:>10}{attribute.norm:>10.4f}"
+        )
+    if report.skipped:
+        print(
+            f"skipped (fewer than {args.min_examples} positive or negative examples among "
+            f"{report.images} images):"
+        )
+        for name, (positives, negatives) in report.skipped.items():
+            print(f"{name:<24}{positives:>10}{negatives:>10}{'-':>10}")
+    if not report.vectors:
+        raise ValueError(
+            f"no attribute has {args.min_examples} positive and {args.min_examples} negative "
+            f"examples among {report.images} images, so nothing was written to "
+            f"{args.checkpoint}; use more images (--count, --split) or a lower --min-examples"
+        )
+    source = {
+        "data": str(args.data.resolve()),
+        "split": args.split,
+        "images": report.images,
+        "damaged": report.damaged,
+        "min_examples": args.min_examples,
+    }
+    write_attributes(
+        args.checkpoint, report.vectors, source=source, expected_sha256=checkpoint.sha256
+    )
+    damaged = f" ({report.damaged} unreadable skipped)" if report.damaged else ""
+    print(
+        f"wrote {len(report.vectors)} attribute vectors from {report.images} images{damaged} "
+        f"to {args.checkpoint}"
+    )
     return 0
+
+
+# --------------------------------------------------------------------------------------------
+# evaluate
+
+
+def _add_evaluate_command(commands: Any) -> None:
+    parser: argparse.ArgumentParser = commands.add_parser(
+        "evaluate",
+        help="measure reconstructions, the learned similarity, KL and sharpness",
+        description=(
+            "Evaluate a checkpoint on a CelebA-layout folder (--split applies) or any folder of "
+            "images. Sharpness is high-frequency energy relative to the real images: 1.0 is as "
+            "sharp as the data, a blurry VAE scores far below 1."
+        ),
+    )
+    _add_common_arguments(parser)
+    parser.add_argument("--data", type=Path, required=True, help="CelebA folder or image folder")
+    _add_data_arguments(parser, default_count=1000, default_split="test")
+    parser.add_argument("--seed", type=_int_in_range(0), default=0, help="seed for the samples")
+    parser.add_argument(
+        "--json", action="store_true", help="print one JSON object (and nothing else) on stdout"
+    )
+    parser.set_defaults(handler=run_evaluate)
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    checkpoint, device = _load(args)
+    dataset = open_dataset(
+        args.data, split=args.split, preprocessing=checkpoint.preprocessing, limit=args.count
+    )
+    metrics = evaluate(
+        checkpoint.model,
+        dataset,
+        count=args.count,
+        batch_size=args.batch_size,
+        device=device,
+        seed=args.seed,
+        num_workers=args.workers,
+        progress=not args.quiet,
+    )
+    if args.json:
+        # NaN is not JSON; a ratio with no defined value becomes null.
+        print(json.dumps({k: v if math.isfinite(v) else None for k, v in metrics.items()}))
+        return 0
+    where = f"the {args.split} split of " if isinstance(dataset, CelebADataset) else ""
+    damaged = f" ({metrics['damaged']} unreadable skipped)" if metrics["damaged"] else ""
+    print(
+        f"{args.checkpoint} (step {checkpoint.header.step}) on {metrics['images']} images of "
+        f"{where}{args.data}{damaged}"
+    )
+    for name in METRIC_NAMES:
+        print(f"{name:<27}{metrics[name]:>12.6g}  {_METRIC_HELP[name]}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# sample
+
+
+def _add_sample_command(commands: Any) -> None:
+    parser: argparse.ArgumentParser = commands.add_parser(
+        "sample",
+        help="decode random latents into a PNG grid",
+        description="Decode z ~ N(0, I) from a seeded generator and save the images as a grid.",
+    )
+    _add_common_arguments(parser)
+    parser.add_argument(
+        "--n", type=_int_in_range(1, MAX_SAMPLES), default=64, help="number of samples"
+    )
+    parser.add_argument("--seed", type=_int_in_range(0), default=0)
+    parser.add_argument("--nrow", type=_int_in_range(1), default=8, help="images per grid row")
+    parser.add_argument("--out", type=Path, required=True, help="PNG file to write")
+    parser.set_defaults(handler=run_sample)
+
+
+def run_sample(args: argparse.Namespace) -> int:
+    _check_output_path(args.out)
+    checkpoint, device = _load(args)
+    samples = generate_samples(checkpoint.model, args.n, seed=args.seed, device=device)
+    grid = make_grid(samples, nrow=args.nrow, padding=GRID_PADDING)
+    _write_png(args.out, grid)
+    print(
+        f"wrote {args.n} samples (seed {args.seed}) as a {grid.shape[2]}x{grid.shape[1]} grid "
+        f"to {args.out}"
+    )
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# edit
+
+
+def _add_edit_command(commands: Any) -> None:
+    parser: argparse.ArgumentParser = commands.add_parser(
+        "edit",
+        help="add or remove attributes from a face with the checkpoint's attribute vectors",
+        description=(
+            "Encode an image, decode mu + s * vector for each strength s, and save a strip: the "
+            "input first, then one cell per strength; one row per --attribute."
+        ),
+    )
+    # argparse would read "-2,-1,0,1,2" as an unknown option, since it is not one negative number;
+    # nothing in this command's options starts with a minus and a digit, so such words are values.
+    parser._negative_number_matcher = re.compile(r"^-\.?\d")
+    _add_common_arguments(parser)
+    parser.add_argument("--image", type=Path, required=True, help="the face to edit")
+    parser.add_argument(
+        "--attribute",
+        action="append",
+        required=True,
+        help="attribute to edit, e.g. Smiling; repeat for one row per attribute",
+    )
+    parser.add_argument(
+        "--strengths",
+        type=parse_strengths,
+        default=parse_strengths("-2,-1,0,1,2"),
+        help=f"comma-separated multiples of the vector, at most {MAX_STRENGTHS} "
+        "(default -2,-1,0,1,2)",
+    )
+    parser.add_argument("--out", type=Path, required=True, help="PNG file to write")
+    parser.set_defaults(handler=run_edit)
+
+
+def run_edit(args: argparse.Namespace) -> int:
+    _check_output_path(args.out)
+    checkpoint, device = _load(args)
+    vectors = [_attribute_vector(checkpoint, name) for name in args.attribute]
+    image = _read_image(args.image, checkpoint.preprocessing)
+    cells = attribute_edits(checkpoint.model, image, vectors, args.strengths, device=device)
+    grid = make_grid(cells, nrow=1 + len(args.strengths), padding=GRID_PADDING)
+    _write_png(args.out, grid)
+    strengths = ", ".join(f"{s:g}" for s in args.strengths)
+    print(
+        f"wrote {', '.join(args.attribute)} edits of {args.image} at strengths {strengths} "
+        f"({grid.shape[2]}x{grid.shape[1]}) to {args.out}"
+    )
+    return 0
+
+
+def _attribute_vector(checkpoint: Checkpoint, name: str) -> Tensor:
+    available = list(checkpoint.attributes)
+    if not available:
+        raise ValueError(
+            f"checkpoint {checkpoint.path} has no attribute vectors; run `vaegan-train "
+            f"attributes --checkpoint {checkpoint.path} --data DIR` first"
+        )
+    if name not in checkpoint.attributes:
+        close = difflib.get_close_matches(name, available, n=1, cutoff=0.8)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise ValueError(
+            f"checkpoint {checkpoint.path} has no attribute vector {name!r}{hint}; "
+            f"available: {', '.join(available)}"
+        )
+    return checkpoint.attributes[name].vector
+
+
+def _read_image(path: Path, preprocessing: Preprocessing) -> Tensor:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ValueError(f"image {path}: no such file") from None
+    except IsADirectoryError:
+        raise ValueError(f"image {path}: a folder, not an image file") from None
+    try:
+        return load_image_tensor(data, preprocessing)
+    except ImageError as exc:
+        raise ValueError(f"image {path}: {exc}") from None

@@ -164,7 +164,7 @@ def compute_gradients(
     device_type = images.device.type
     terms: dict[str, Tensor] = {}
     with torch.autocast(device_type, dtype=torch.bfloat16, enabled=autocast):
-        encoder_loss = decoder_loss = discriminator_loss = None
+        discriminator_loss = generator_loss = None
         reconstruction = None
         if recipe.trains_encoder:
             encoded = nets.encoder(images)
@@ -183,8 +183,6 @@ def compute_gradients(
                 terms["L_llike"] = losses.pixel_loss(
                     reconstruction.float(), images.float(), recipe.pixel_sigma
                 ).mean()
-            encoder_loss = terms["L_prior"] + terms["L_llike"]
-            decoder_loss = terms["L_llike"]
 
         if recipe.uses_discriminator:
             generated = [nets.decoder(noise.z_prior)]
@@ -205,27 +203,43 @@ def compute_gradients(
                 generator_loss = (
                     losses.non_saturating_cost(fake_logits, recipe.gan_eps).sum() / batch
                 )
-            if decoder_loss is None:  # plain GAN
-                decoder_loss = generator_loss
-            else:
-                decoder_loss = recipe.gamma * decoder_loss + (1.0 - recipe.gamma) * generator_loss
             terms["real_cost"] = real_cost.mean().detach()
             terms["fake_cost"] = fake_cost.mean().detach()
             terms["D_x"] = torch.sigmoid(real_logits).mean().detach()
             terms["D_G_z"] = torch.sigmoid(fake_logits).mean().detach()
-        assert decoder_loss is not None
-        terms["L_dec"] = decoder_loss
+        # The decoder's objective, for the logs; its gradient is assembled below.
+        if generator_loss is None:
+            terms["L_dec"] = terms["L_llike"]
+        elif reconstruction is None:
+            terms["L_dec"] = generator_loss
+        else:
+            terms["L_dec"] = recipe.gamma * terms["L_llike"] + (1 - recipe.gamma) * generator_loss
 
     # All three gradients before any optimiser step. `inputs=` keeps each loss's gradient to its
-    # own network (L_llike must not train D; the GAN loss must not train the encoder).
-    if encoder_loss is not None:
+    # own network (L_llike must not train D; the GAN loss must not train the encoder), and each
+    # network's parameters accumulate exactly once, which DistributedDataParallel requires.
+    encoder_params = list(model.encoder.parameters())
+    decoder_params = list(model.decoder.parameters())
+    if reconstruction is not None:
+        # Backpropagate L_llike through Dis_l once, to the reconstruction; both the encoder and
+        # the decoder continue from there instead of each running back through D.
+        (llike_grad,) = torch.autograd.grad(terms["L_llike"], reconstruction, retain_graph=True)
         torch.autograd.backward(
-            encoder_loss, inputs=list(model.encoder.parameters()), retain_graph=True
+            [reconstruction, terms["L_prior"]],
+            [llike_grad, torch.ones_like(terms["L_prior"])],
+            inputs=encoder_params,
+            retain_graph=True,
         )
+        weight = recipe.gamma if generator_loss is not None else 1.0
+        outputs, seeds = [reconstruction], [weight * llike_grad]
+        if generator_loss is not None:
+            outputs.append(generator_loss)
+            seeds.append(torch.full_like(generator_loss, 1.0 - recipe.gamma))
+    else:
+        assert generator_loss is not None
+        outputs, seeds = [generator_loss], [torch.ones_like(generator_loss)]
     torch.autograd.backward(
-        decoder_loss,
-        inputs=list(model.decoder.parameters()),
-        retain_graph=discriminator_loss is not None,
+        outputs, seeds, inputs=decoder_params, retain_graph=discriminator_loss is not None
     )
     if discriminator_loss is not None:
         torch.autograd.backward(discriminator_loss, inputs=list(model.discriminator.parameters()))

@@ -170,6 +170,12 @@ def test_writes_are_atomic(saved, monkeypatch):
     assert sorted(p.name for p in path.parent.iterdir()) == [path.name], "no temporary left"
 
 
+def test_written_files_get_the_usual_permissions(saved):
+    mask = os.umask(0)
+    os.umask(mask)
+    assert saved[0].stat().st_mode & 0o777 == 0o666 & ~mask
+
+
 def test_overwriting_replaces_the_file_completely(saved):
     path, model, _ = saved
     save_checkpoint(path, model, preprocessing=Preprocessing(), step=5)
