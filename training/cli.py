@@ -12,16 +12,17 @@ from pathlib import Path
 from training.synth import generate_synthetic_celeba
 
 
-def _int_at_least(minimum: int) -> Callable[[str], int]:
-    """An argparse type: a whole number no smaller than `minimum`, with a readable error."""
+def int_in_range(low: int, high: int | None = None) -> Callable[[str], int]:
+    """An argparse type: a whole number in [low, high], with an error a person can act on."""
 
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        if value < low or (high is not None and value > high):
+            bounds = f"at least {low}" if high is None else f"between {low} and {high}"
+            raise argparse.ArgumentTypeError(f"must be {bounds}, got {value}")
         return value
 
     return parse
@@ -44,11 +45,11 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     synth.add_argument("--out", type=Path, required=True, help="folder to write the data set to")
-    synth.add_argument("--count", type=_int_at_least(1), default=10_000, help="number of images")
-    synth.add_argument("--seed", type=_int_at_least(0), default=0, help="random seed")
+    synth.add_argument("--count", type=int_in_range(1), default=10_000, help="number of images")
+    synth.add_argument("--seed", type=int_in_range(0), default=0, help="random seed")
     synth.add_argument(
         "--workers",
-        type=_int_at_least(1),
+        type=int_in_range(1),
         default=1,
         help=f"processes to render with (this machine has {os.cpu_count()} cores)",
     )

@@ -17,20 +17,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-
-class DeviceError(ValueError):
-    """A device that was asked for but is not there."""
-
-
-def select_device(requested: str) -> torch.device:
-    """`auto` picks CUDA when present, else the CPU; asking for CUDA without it is an error."""
-    if requested == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if requested.startswith("cuda") and not torch.cuda.is_available():
-        raise DeviceError("--device cuda was requested but no CUDA GPU is available")
-    if requested not in ("cpu", "cuda") and not requested.startswith("cuda:"):
-        raise DeviceError(f"unknown device {requested!r}; use auto, cpu, cuda or cuda:N")
-    return torch.device(requested)
+from model.device import select_device
 
 
 @dataclass

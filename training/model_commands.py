@@ -12,7 +12,6 @@ import difflib
 import json
 import math
 import re
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,9 @@ from torch import Tensor
 
 from model.checkpoint import Checkpoint, atomic_write_bytes, load_checkpoint
 from model.codec import ImageError, Preprocessing, encode_png, load_image_tensor, make_grid
+from model.device import select_device
 from training.attributes import attribute_edits, compute_attribute_vectors, write_attributes
+from training.cli import int_in_range
 from training.data import SPLITS, CelebADataset, open_dataset
 from training.evaluate import METRIC_NAMES, evaluate, generate_samples
 
@@ -49,20 +50,6 @@ def add_model_commands(commands: Any) -> None:
 
 # --------------------------------------------------------------------------------------------
 # argument types and shared arguments
-
-
-def _int_in_range(low: int, high: int | None = None) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-        if value < low or (high is not None and value > high):
-            bounds = f"at least {low}" if high is None else f"between {low} and {high}"
-            raise argparse.ArgumentTypeError(f"must be {bounds}, got {value}")
-        return value
-
-    return parse
 
 
 def parse_strengths(text: str) -> list[float]:
@@ -99,7 +86,7 @@ def _add_data_arguments(
 ) -> None:
     parser.add_argument(
         "--count",
-        type=_int_in_range(1),
+        type=int_in_range(1),
         default=default_count,
         help="use the first COUNT images of the split",
     )
@@ -109,25 +96,11 @@ def _add_data_arguments(
         default=default_split,
         help="CelebA split to read",
     )
-    parser.add_argument("--batch-size", type=_int_in_range(1), default=64)
+    parser.add_argument("--batch-size", type=int_in_range(1), default=64)
     parser.add_argument(
-        "--workers", type=_int_in_range(0), default=0, help="image-loading processes (0: inline)"
+        "--workers", type=int_in_range(0), default=0, help="image-loading processes (0: inline)"
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
-
-
-def resolve_device(name: str) -> torch.device:
-    """'auto' picks cuda when this machine has it; asking for cuda without it is an error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        reason = (
-            f"this PyTorch build ({torch.__version__}) has no CUDA support"
-            if torch.version.cuda is None
-            else "no CUDA GPU is visible"
-        )
-        raise ValueError(f"--device cuda asked for, but {reason}; use --device cpu or auto")
-    return torch.device(name)
 
 
 def _check_output_path(path: Path) -> None:
@@ -147,7 +120,7 @@ def _write_png(path: Path, image: Tensor) -> None:
 
 
 def _load(args: argparse.Namespace) -> tuple[Checkpoint, torch.device]:
-    device = resolve_device(args.device)
+    device = select_device(args.device)
     return load_checkpoint(args.checkpoint, device=device), device
 
 
@@ -172,7 +145,7 @@ def _add_attributes_command(commands: Any) -> None:
     _add_data_arguments(parser, default_count=10_000, default_split="train")
     parser.add_argument(
         "--min-examples",
-        type=_int_in_range(1),
+        type=int_in_range(1),
         default=10,
         help="skip attributes with fewer positive or negative images than this",
     )
@@ -247,7 +220,7 @@ def _add_evaluate_command(commands: Any) -> None:
     _add_common_arguments(parser)
     parser.add_argument("--data", type=Path, required=True, help="CelebA folder or image folder")
     _add_data_arguments(parser, default_count=1000, default_split="test")
-    parser.add_argument("--seed", type=_int_in_range(0), default=0, help="seed for the samples")
+    parser.add_argument("--seed", type=int_in_range(0), default=0, help="seed for the samples")
     parser.add_argument(
         "--json", action="store_true", help="print one JSON object (and nothing else) on stdout"
     )
@@ -296,10 +269,10 @@ def _add_sample_command(commands: Any) -> None:
     )
     _add_common_arguments(parser)
     parser.add_argument(
-        "--n", type=_int_in_range(1, MAX_SAMPLES), default=64, help="number of samples"
+        "--n", type=int_in_range(1, MAX_SAMPLES), default=64, help="number of samples"
     )
-    parser.add_argument("--seed", type=_int_in_range(0), default=0)
-    parser.add_argument("--nrow", type=_int_in_range(1), default=8, help="images per grid row")
+    parser.add_argument("--seed", type=int_in_range(0), default=0)
+    parser.add_argument("--nrow", type=int_in_range(1), default=8, help="images per grid row")
     parser.add_argument("--out", type=Path, required=True, help="PNG file to write")
     parser.set_defaults(handler=run_sample)
 

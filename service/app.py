@@ -1,0 +1,536 @@
+"""The FastAPI application: routes over `Runtime`, with protection and observability around them."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hmac
+import json
+import logging
+import re
+import secrets
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+from fastapi import (
+    APIRouter,
+    Depends,
+    FastAPI,
+    File,
+    HTTPException,
+    Query,
+    Request,
+    UploadFile,
+)
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, Field
+
+from model.checkpoint import Checkpoint, load_checkpoint
+from model.codec import (
+    CorruptImageError,
+    EmptyImageError,
+    ImageDimensionsError,
+    ImageError,
+    ImageTooLargeError,
+    UnsupportedImageError,
+)
+from model.device import select_device
+from service.batching import BatcherClosedError, QueueFullError
+from service.metrics import ServiceMetrics
+from service.predictor import Predictor
+from service.runtime import Rendered, RequestError, Runtime
+from service.settings import ServiceSettings
+
+access_log = logging.getLogger("vaegan.access")
+log = logging.getLogger("vaegan.service")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+# --------------------------------------------------------------------------------------------
+# middleware: request id, access log, metrics, body limit
+
+
+class RequestMiddleware:
+    """Pure ASGI so it sees every byte: tags, times and logs each request, and refuses bodies
+    over the limit with 413 before reading them whole."""
+
+    def __init__(self, app: Any, metrics: ServiceMetrics, max_body_bytes: int) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        given = headers.get("x-request-id", "")
+        request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+        started = time.perf_counter()
+        status = 500
+        response_started = False
+
+        async def send_tagged(message: Message) -> None:
+            nonlocal status, response_started
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                response_started = True
+                message["headers"] = [
+                    *message.get("headers", []),
+                    (b"x-request-id", request_id.encode()),
+                ]
+            await send(message)
+
+        received = 0
+        limit = self.max_body_bytes
+
+        async def receive_limited() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise HTTPException(413, _too_large(limit))
+            return message
+
+        self.metrics.in_flight.inc()
+        try:
+            declared = headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > limit:
+                await _send_json(send_tagged, 413, {"detail": _too_large(limit)})
+            else:
+                await self.app(scope, receive_limited, send_tagged)
+        except Exception:
+            if not response_started:
+                await _send_json(send_tagged, 500, {"detail": "internal error"})
+            log.exception("request %s failed", request_id)
+        finally:
+            self.metrics.in_flight.dec()
+            elapsed = time.perf_counter() - started
+            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            method = scope.get("method", "")
+            self.metrics.request_seconds.labels(method, route, str(status)).observe(elapsed)
+            if status >= 400:
+                self.metrics.errors.labels(route, str(status)).inc()
+            client = scope.get("client")
+            access_log.info(
+                json.dumps(
+                    {
+                        "request_id": request_id,
+                        "method": method,
+                        "path": scope.get("path"),
+                        "route": route,
+                        "status": status,
+                        "duration_ms": round(elapsed * 1000, 2),
+                        "client": client[0] if client else None,
+                        "bytes_in": received,
+                    }
+                )
+            )
+
+
+def _too_large(limit: int) -> str:
+    return f"the request body is larger than the limit of {limit:,} bytes"
+
+
+async def _send_json(send: Send, status: int, body: dict[str, Any]) -> None:
+    payload = json.dumps(body).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(payload)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": payload})
+
+
+# --------------------------------------------------------------------------------------------
+# dependencies
+
+
+def get_runtime(request: Request) -> Runtime:
+    runtime: Runtime | None = request.app.state.runtime
+    if runtime is None or not runtime.ready:
+        error = request.app.state.load_error
+        raise HTTPException(
+            503,
+            f"the model failed to load: {error}" if error else "the model is still loading",
+            headers={"Retry-After": "5"},
+        )
+    return runtime
+
+
+async def require_api_key(request: Request) -> None:
+    settings: ServiceSettings = request.app.state.settings
+    if settings.api_key is None:
+        return
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    expected = settings.api_key.get_secret_value().encode()
+    if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), expected):
+        raise HTTPException(
+            401,
+            "missing or wrong API key: send 'Authorization: Bearer <key>'",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+
+
+def wants_json(request: Request) -> bool:
+    return "application/json" in request.headers.get("accept", "")
+
+
+async def respond(request: Request, runtime: Runtime, rendered: Rendered) -> Response:
+    headers = {
+        f"X-{k.capitalize()}": str(v) for k, v in (rendered.extra or {}).items() if k == "seed"
+    }
+    if wants_json(request):
+        pngs = await runtime.pngs(rendered)
+        body: dict[str, Any] = {"images": [base64.b64encode(png).decode() for png in pngs]}
+        if rendered.latents is not None:
+            body["latents"] = rendered.latents.tolist()
+        body |= rendered.extra or {}
+        return JSONResponse(body, headers=headers)
+    return Response(await runtime.png(rendered), media_type="image/png", headers=headers)
+
+
+# --------------------------------------------------------------------------------------------
+# request bodies
+
+
+class DecodeBody(BaseModel):
+    latents: list[list[float]] = Field(description="latent vectors, each of the model's z size")
+
+
+class EditBody(BaseModel):
+    latent: list[float]
+    attribute: list[str] | str
+    strength: list[float] | float | None = None
+    strengths: list[float] | None = Field(None, description="a strip: one image per strength")
+
+
+class InterpolateBody(BaseModel):
+    latent_a: list[float]
+    latent_b: list[float]
+    steps: int = 8
+
+
+def _is_json(request: Request) -> bool:
+    return request.headers.get("content-type", "").startswith("application/json")
+
+
+def _as_list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    return value if isinstance(value, list) else [value]
+
+
+def _floats(values: list[str], name: str) -> list[float]:
+    parsed = []
+    for value in values:
+        for part in str(value).split(","):
+            try:
+                parsed.append(float(part))
+            except ValueError:
+                raise RequestError(f"{name} must be numbers, got {part!r}") from None
+    return parsed
+
+
+async def _json_body(request: Request, model: type[BaseModel]) -> Any:
+    from pydantic import ValidationError
+
+    try:
+        return model.model_validate_json(await request.body())
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors()
+        )
+        raise RequestError(f"invalid JSON body: {problems}") from None
+
+
+async def _form(request: Request) -> Any:
+    content_type = request.headers.get("content-type", "")
+    if not content_type.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
+        raise RequestError(
+            "send multipart/form-data (an image file) or application/json (a latent)", 415
+        )
+    return await request.form()
+
+
+async def _upload(form: Any, field: str) -> bytes:
+    value = form.get(field)
+    if value is None or isinstance(value, str):
+        raise RequestError(f"missing file field {field!r} (multipart/form-data)")
+    data: bytes = await value.read()
+    return data
+
+
+# --------------------------------------------------------------------------------------------
+# routes
+
+
+router = APIRouter(dependencies=[Depends(require_api_key)])
+health = APIRouter()
+
+EITHER_BODY = {
+    "requestBody": {
+        "content": {
+            "multipart/form-data": {"schema": {"type": "object"}},
+            "application/json": {"schema": {"type": "object"}},
+        }
+    }
+}
+
+
+@router.post("/reconstruct", summary="Reconstruct a face", response_class=Response)
+async def reconstruct(
+    request: Request, runtime: RuntimeDep, image: Annotated[UploadFile, File()]
+) -> Response:
+    return await respond(request, runtime, await runtime.reconstruct(await image.read()))
+
+
+@router.post("/sample", summary="Sample faces from the prior", response_class=Response)
+async def sample(
+    request: Request,
+    runtime: RuntimeDep,
+    n: int = Query(16, description="number of faces"),
+    seed: int | None = Query(None, ge=0, le=2**63 - 1, description="same seed, same bytes"),
+) -> Response:
+    chosen = secrets.randbits(31) if seed is None else seed
+    return await respond(request, runtime, await runtime.sample(n, chosen))
+
+
+@router.post("/encode", summary="Encode images to q(z|x)")
+async def encode(runtime: RuntimeDep, image: Annotated[list[UploadFile], File()]) -> dict[str, Any]:
+    mu, logvar = await runtime.encode([await upload.read() for upload in image])
+    return {"mu": mu.tolist(), "logvar": logvar.tolist()}
+
+
+@router.post("/decode", summary="Decode latents to images", response_class=Response)
+async def decode(request: Request, runtime: RuntimeDep, body: DecodeBody) -> Response:
+    latents = runtime.latents_from(body.latents)
+    return await respond(request, runtime, Rendered(await runtime.decode(latents), latents))
+
+
+@router.post(
+    "/attribute-edit",
+    summary="Add or remove attributes (+Smiling, -Eyeglasses)",
+    response_class=Response,
+    openapi_extra=EITHER_BODY,
+)
+async def attribute_edit(request: Request, runtime: RuntimeDep) -> Response:
+    if _is_json(request):
+        body = await _json_body(request, EditBody)
+        z = await runtime.latent_of(None, body.latent)
+        names, strengths, strip = _as_list(body.attribute), _as_list(body.strength), body.strengths
+    else:
+        form = await _form(request)
+        z = await runtime.latent_of(await _upload(form, "image"), None)
+        names = [
+            n.strip() for v in form.getlist("attribute") for n in str(v).split(",") if n.strip()
+        ]
+        strengths = _floats(form.getlist("strength"), "strength")
+        strip = _floats(form.getlist("strengths"), "strengths") or None
+    rendered = await runtime.attribute_edit(z, names, strengths or None, strip)
+    return await respond(request, runtime, rendered)
+
+
+@router.post(
+    "/interpolate",
+    summary="Walk the latent space between two faces",
+    response_class=Response,
+    openapi_extra=EITHER_BODY,
+)
+async def interpolate(request: Request, runtime: RuntimeDep) -> Response:
+    if _is_json(request):
+        body = await _json_body(request, InterpolateBody)
+        z_a, z_b = runtime.latents_from([body.latent_a, body.latent_b])
+        steps = body.steps
+    else:
+        form = await _form(request)
+        mu, _ = await runtime.encode(
+            [await _upload(form, "image_a"), await _upload(form, "image_b")]
+        )
+        z_a, z_b = mu[0], mu[1]
+        (steps,) = [int(s) for s in _floats(form.getlist("steps") or ["8"], "steps")]
+    return await respond(request, runtime, await runtime.interpolate(z_a, z_b, steps))
+
+
+@router.post("/similarity", summary="The learned (Dis_l) and the pixel distance")
+async def similarity(
+    runtime: RuntimeDep,
+    image_a: Annotated[UploadFile, File()],
+    image_b: Annotated[UploadFile, File()],
+) -> dict[str, float]:
+    return await runtime.similarity(await image_a.read(), await image_b.read())
+
+
+@router.get("/attributes", summary="Attribute vectors this model knows")
+async def attributes(runtime: RuntimeDep) -> dict[str, Any]:
+    header = runtime.predictor.checkpoint.header
+    return {"attributes": [{"name": name, **info} for name, info in header.attributes.items()]}
+
+
+@router.get("/model", summary="The served checkpoint")
+async def model_info(runtime: RuntimeDep) -> dict[str, Any]:
+    predictor = runtime.predictor
+    checkpoint = predictor.checkpoint
+    return {
+        **checkpoint.header.to_json(),
+        "path": str(checkpoint.path),
+        "sha256": checkpoint.sha256,
+        "device": str(predictor.device),
+        "dtype": str(predictor.dtype).removeprefix("torch."),
+        "batching": {
+            "max_batch_size": runtime.settings.max_batch_size,
+            "max_batch_delay_ms": runtime.settings.max_batch_delay_ms,
+        },
+    }
+
+
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+async def metrics(request: Request) -> Response:
+    service_metrics: ServiceMetrics = request.app.state.metrics
+    return Response(service_metrics.render(), media_type=service_metrics.content_type)
+
+
+@health.get("/health/live", summary="The process is up")
+async def live() -> dict[str, str]:
+    return {"status": "alive"}
+
+
+@health.get("/health/ready", summary="The model is loaded and warmed up")
+async def ready(request: Request) -> JSONResponse:
+    runtime: Runtime | None = request.app.state.runtime
+    if runtime is not None and runtime.ready:
+        return JSONResponse({"status": "ready"})
+    error = request.app.state.load_error
+    return JSONResponse(
+        {"status": "failed" if error else "loading", "detail": error},
+        status_code=503,
+        headers={"Retry-After": "5"},
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# errors
+
+
+_IMAGE_STATUS: dict[type[ImageError], int] = {
+    EmptyImageError: 400,
+    UnsupportedImageError: 415,
+    CorruptImageError: 400,
+    ImageTooLargeError: 413,
+    ImageDimensionsError: 422,
+}
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RequestError)
+    async def request_error(_: Request, exc: RequestError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=exc.status)
+
+    @app.exception_handler(ImageError)
+    async def image_error(_: Request, exc: ImageError) -> JSONResponse:
+        status = next((s for t, s in _IMAGE_STATUS.items() if isinstance(exc, t)), 400)
+        return JSONResponse({"detail": str(exc)}, status_code=status)
+
+    @app.exception_handler(QueueFullError)
+    async def queue_full(_: Request, exc: QueueFullError) -> JSONResponse:
+        return JSONResponse(
+            {"detail": f"the server is busy: {exc}; retry shortly"},
+            status_code=503,
+            headers={"Retry-After": "1"},
+        )
+
+    @app.exception_handler(BatcherClosedError)
+    async def closing(_: Request, exc: BatcherClosedError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "5"})
+
+    @app.exception_handler(TimeoutError)
+    async def timed_out(request: Request, _: TimeoutError) -> JSONResponse:
+        limit = request.app.state.settings.request_timeout_s
+        return JSONResponse(
+            {"detail": f"the request took longer than the {limit:g} s limit"}, status_code=504
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# the app
+
+
+def create_app(settings: ServiceSettings, checkpoint: Checkpoint | None = None) -> FastAPI:
+    """The service for `settings`; a checkpoint already loaded (by the CLI) is used as is."""
+    metrics = ServiceMetrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        loader = asyncio.create_task(_load(app, settings, checkpoint, metrics))
+        try:
+            yield
+        finally:
+            loader.cancel()
+            runtime: Runtime | None = app.state.runtime
+            if runtime is not None:
+                await runtime.close()
+
+    app = FastAPI(
+        title="vaegan",
+        summary="A VAE-GAN (Larsen et al. 2016): encode, decode, sample and edit faces.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.state.runtime = None
+    app.state.load_error = None
+    app.include_router(health)
+    app.include_router(router)
+    _install_error_handlers(app)
+    app.add_middleware(RequestMiddleware, metrics=metrics, max_body_bytes=settings.max_upload_bytes)
+    return app
+
+
+async def _load(
+    app: FastAPI, settings: ServiceSettings, checkpoint: Checkpoint | None, metrics: ServiceMetrics
+) -> None:
+    """Load, place and warm up the model in the background: /health/live answers meanwhile."""
+    try:
+        if checkpoint is None:
+            checkpoint = await asyncio.to_thread(load_checkpoint, settings.checkpoint)
+        predictor = Predictor(
+            checkpoint, select_device(settings.device), half=settings.half_precision
+        )
+        runtime = Runtime(settings, predictor, metrics)
+        await runtime.start()
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        app.state.load_error = str(exc)
+        log.error("the model could not be loaded: %s", exc)
+        return
+    metrics.model_info.info(
+        {
+            "sha256": checkpoint.sha256,
+            "device": str(predictor.device),
+            "image_size": str(checkpoint.config.image_size),
+            "latent_dim": str(checkpoint.config.latent_dim),
+            "step": str(checkpoint.header.step),
+        }
+    )
+    app.state.runtime = runtime
+    log.info("model %s ready on %s", checkpoint.path, predictor.device)

@@ -1,0 +1,103 @@
+"""`vaegan-serve` (also `python -m service`): start the inference service."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vaegan-serve",
+        description=(
+            "Serve a VAE-GAN checkpoint over HTTP. Every option can also be set in the "
+            "environment as VAEGAN_<NAME> (e.g. VAEGAN_CHECKPOINT, VAEGAN_API_KEY, "
+            "VAEGAN_MAX_BATCH_SIZE); options given here win."
+        ),
+    )
+    parser.add_argument("--checkpoint", type=Path, help="the .safetensors checkpoint to serve")
+    parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port (default 8000)")
+    parser.add_argument("--device", help="auto, cpu, cuda or cuda:N (default auto)")
+    parser.add_argument("--max-batch-size", type=int, help="images per forward pass (default 32)")
+    parser.add_argument("--max-batch-delay-ms", type=float, help="batching wait (default 5)")
+    parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> Any:
+    from service.settings import ServiceSettings
+
+    overrides = {
+        key: value
+        for key, value in vars(args).items()
+        if value is not None and key in ServiceSettings.model_fields
+    }
+    return ServiceSettings(**overrides)
+
+
+def _explain(error: ValidationError) -> str:
+    lines = []
+    for problem in error.errors():
+        name = ".".join(str(part) for part in problem["loc"])
+        if problem["type"] == "missing" and name == "checkpoint":
+            lines.append("no checkpoint: pass --checkpoint PATH or set VAEGAN_CHECKPOINT")
+        else:
+            lines.append(f"{name} (VAEGAN_{name.upper()}): {problem['msg']}")
+    return "; ".join(lines)
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    # Access lines are JSON objects already: print them bare, one per line.
+    access = logging.getLogger("vaegan.access")
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    access.handlers = [handler]
+    access.propagate = False
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = _settings(args)
+    except ValidationError as exc:
+        print(f"vaegan-serve: error: {_explain(exc)}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level)
+
+    import uvicorn
+
+    from model.checkpoint import CheckpointError, load_checkpoint
+    from model.device import DeviceError, select_device
+    from service.app import create_app
+
+    try:
+        select_device(settings.device)
+        # Load here, before listening, so a bad file stops the start with one readable line.
+        checkpoint = load_checkpoint(settings.checkpoint)
+    except (CheckpointError, DeviceError) as exc:
+        print(f"vaegan-serve: error: {exc}", file=sys.stderr)
+        return 2
+    app = create_app(settings, checkpoint)
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        access_log=False,  # our middleware writes structured access lines
+        timeout_graceful_shutdown=10,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

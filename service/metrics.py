@@ -1,0 +1,60 @@
+"""Prometheus metrics, in a registry owned by one app (no process-global state)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+
+class ServiceMetrics:
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.request_seconds = Histogram(
+            "vaegan_request_duration_seconds",
+            "HTTP request latency by route and status.",
+            ["method", "route", "status"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.in_flight = Gauge(
+            "vaegan_requests_in_flight", "Requests being handled.", registry=self.registry
+        )
+        self.errors = Counter(
+            "vaegan_request_errors_total",
+            "Responses with status >= 400, by route and status.",
+            ["route", "status"],
+            registry=self.registry,
+        )
+        self.queue_wait = Histogram(
+            "vaegan_queue_wait_seconds",
+            "Time from a request's rows entering the batch queue to their forward pass.",
+            ["operation"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.batch_size = Histogram(
+            "vaegan_batch_size",
+            "Rows per forward pass.",
+            ["operation"],
+            buckets=BATCH_BUCKETS,
+            registry=self.registry,
+        )
+        self.forward_seconds = Histogram(
+            "vaegan_forward_seconds",
+            "Forward pass time per batch.",
+            ["operation"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.queue_depth = Gauge(
+            "vaegan_queue_rows", "Rows waiting for a forward pass.", registry=self.registry
+        )
+        self.model_info = Info("vaegan_model", "The served checkpoint.", registry=self.registry)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,242 @@
+"""What the routes call: decoding uploads, batched forwards, latent arithmetic, encoding PNGs.
+
+Image decoding and PNG encoding run on a small thread pool (single-threaded torch there, so the
+model thread keeps the cores); forwards go through the one micro-batcher. Route handlers stay a
+few lines over these methods.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from model.codec import ImageLimits, encode_png, load_image_tensor, make_grid
+from service.batching import MicroBatcher
+from service.metrics import ServiceMetrics
+from service.predictor import Predictor
+from service.settings import ServiceSettings
+
+
+class RequestError(ValueError):
+    """Input the service refuses; `status` is the HTTP status to answer with."""
+
+    def __init__(self, message: str, status: int = 422) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class Rendered:
+    """Images to send back: one PNG (a single image, or a grid/strip) or a JSON list."""
+
+    images: Tensor  # (N, C, H, W) in [-1, 1]
+    latents: Tensor | None = None  # (N, z) where the images have latents
+    nrow: int = 8
+    extra: dict[str, Any] | None = None
+
+
+class Runtime:
+    def __init__(
+        self, settings: ServiceSettings, predictor: Predictor, metrics: ServiceMetrics
+    ) -> None:
+        self.settings = settings
+        self.predictor = predictor
+        self.metrics = metrics
+        self.limits = ImageLimits(
+            max_bytes=settings.max_upload_bytes, max_pixels=settings.max_image_pixels
+        )
+        self.pool = ThreadPoolExecutor(
+            max_workers=settings.decode_threads,
+            thread_name_prefix="vaegan-codec",
+            initializer=torch.set_num_threads,
+            initargs=(1,),
+        )
+        self.batcher = MicroBatcher(
+            predictor.run,
+            max_batch_size=settings.max_batch_size,
+            max_delay_s=settings.max_batch_delay_ms / 1000.0,
+            max_queue=settings.max_queue,
+            metrics=metrics,
+            torch_threads=settings.torch_threads,
+        )
+        self.ready = False
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        # Warm up on the model thread itself (kernels and allocator are per thread and shape).
+        await loop.run_in_executor(
+            self.batcher._executor, self.predictor.warm_up, self.settings.max_batch_size
+        )
+        self.batcher.start()
+        self.ready = True
+
+    async def close(self) -> None:
+        self.ready = False
+        await self.batcher.close()
+        self.pool.shutdown(wait=True)
+
+    # -- helpers ----------------------------------------------------------------------------------
+
+    async def _in_pool(self, function: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self.pool, function, *args)
+
+    async def load_images(self, uploads: Sequence[bytes]) -> Tensor:
+        """Uploaded files to a (N, C, S, S) batch; the codec's refusals propagate as ImageError."""
+        if not uploads:
+            raise RequestError("no image was sent", 422)
+        if len(uploads) > self.settings.max_images_per_request:
+            raise RequestError(
+                f"{len(uploads)} images sent; the limit is "
+                f"{self.settings.max_images_per_request} per request",
+                413,
+            )
+        prep = self.predictor.preprocessing
+        tensors = await asyncio.gather(
+            *(self._in_pool(load_image_tensor, data, prep, self.limits) for data in uploads)
+        )
+        return torch.stack(tensors)
+
+    async def forward(self, operation: str, rows: Tensor) -> tuple[Tensor, ...]:
+        return await asyncio.wait_for(
+            self.batcher.submit(operation, rows), self.settings.request_timeout_s
+        )
+
+    def latents_from(self, values: Sequence[Sequence[float]]) -> Tensor:
+        dim = self.predictor.latent_dim
+        if not values:
+            raise RequestError("'latents' is empty; send at least one latent vector")
+        if len(values) > self.settings.max_samples:
+            raise RequestError(
+                f"{len(values)} latents sent; the limit is {self.settings.max_samples}", 413
+            )
+        for index, row in enumerate(values):
+            if len(row) != dim:
+                raise RequestError(
+                    f"latent {index} has {len(row)} values; this model's latents have {dim}"
+                )
+            if not all(math.isfinite(v) for v in row):
+                raise RequestError(f"latent {index} contains NaN or infinite values")
+        return torch.tensor(values, dtype=torch.float32)
+
+    def attribute_direction(self, names: Sequence[str], strengths: Sequence[float]) -> Tensor:
+        """sum_i strength_i * vector(name_i); unknown names are a 422 listing the known ones."""
+        known = self.predictor.attributes
+        if not known:
+            raise RequestError("this model has no attribute vectors", 404)
+        unknown = [name for name in names if name not in known]
+        if unknown:
+            raise RequestError(
+                f"unknown attribute {', '.join(map(repr, unknown))}; this model knows: "
+                f"{', '.join(known)}"
+            )
+        direction = torch.zeros(self.predictor.latent_dim)
+        for name, strength in zip(names, strengths, strict=True):
+            direction += strength * known[name]
+        return direction
+
+    def check_strengths(self, strengths: Sequence[float]) -> None:
+        limit = self.settings.max_strength
+        if len(strengths) > self.settings.max_strengths:
+            raise RequestError(
+                f"{len(strengths)} strengths sent; the limit is {self.settings.max_strengths}"
+            )
+        for value in strengths:
+            if not math.isfinite(value) or abs(value) > limit:
+                raise RequestError(f"strength {value} is outside [-{limit:g}, {limit:g}]")
+
+    # -- operations -------------------------------------------------------------------------------
+
+    async def encode(self, uploads: Sequence[bytes]) -> tuple[Tensor, Tensor]:
+        mu, logvar = await self.forward("encode", await self.load_images(uploads))
+        return mu, logvar
+
+    async def decode(self, latents: Tensor) -> Tensor:
+        (images,) = await self.forward("decode", latents)
+        return images
+
+    async def reconstruct(self, upload: bytes) -> Rendered:
+        images, mu = await self.forward("reconstruct", await self.load_images([upload]))
+        return Rendered(images, mu)
+
+    async def sample(self, n: int, seed: int) -> Rendered:
+        if not 1 <= n <= self.settings.max_samples:
+            raise RequestError(f"n must be between 1 and {self.settings.max_samples}, got {n}")
+        generator = torch.Generator().manual_seed(seed)
+        latents = torch.randn(n, self.predictor.latent_dim, generator=generator)
+        return Rendered(await self.decode(latents), latents, extra={"seed": seed})
+
+    async def latent_of(self, upload: bytes | None, latent: Sequence[float] | None) -> Tensor:
+        if (upload is None) == (latent is None):
+            raise RequestError("send either an image or a latent, not both or neither")
+        if latent is not None:
+            return self.latents_from([latent])
+        mu, _ = await self.encode([upload])  # type: ignore[list-item]
+        return mu
+
+    async def attribute_edit(
+        self,
+        z: Tensor,
+        names: Sequence[str],
+        strengths: Sequence[float] | None,
+        strip: Sequence[float] | None,
+    ) -> Rendered:
+        """One image with every named attribute applied, or a strip over `strip` strengths."""
+        if not names:
+            raise RequestError("name at least one attribute")
+        if strip is not None:
+            self.check_strengths(strip)
+            direction = self.attribute_direction(names, [1.0] * len(names))
+            latents = z + torch.tensor(strip).unsqueeze(1) * direction  # (len(strip), z)
+            return Rendered(
+                await self.decode(latents),
+                latents,
+                nrow=len(strip),
+                extra={"strengths": list(strip)},
+            )
+        strengths = list(strengths or [1.0])
+        if len(strengths) == 1 and len(names) > 1:
+            strengths *= len(names)
+        if len(strengths) != len(names):
+            raise RequestError(
+                f"{len(names)} attributes but {len(strengths)} strengths; send one strength, "
+                "or one per attribute"
+            )
+        self.check_strengths(strengths)
+        latents = z + self.attribute_direction(names, strengths)
+        return Rendered(await self.decode(latents), latents, extra={"strengths": strengths})
+
+    async def interpolate(self, z_a: Tensor, z_b: Tensor, steps: int) -> Rendered:
+        limit = self.settings.max_interpolation_steps
+        if not 2 <= steps <= limit:
+            raise RequestError(f"steps must be between 2 and {limit}, got {steps}")
+        weights = torch.linspace(0.0, 1.0, steps).unsqueeze(1)  # (steps, 1)
+        latents = (1 - weights) * z_a + weights * z_b  # (steps, z)
+        return Rendered(await self.decode(latents), latents, nrow=steps)
+
+    async def similarity(self, upload_a: bytes, upload_b: bytes) -> dict[str, float]:
+        images = await self.load_images([upload_a, upload_b])
+        (features,) = await self.forward("features", images)
+        return {
+            "learned_distance": float((features[0] - features[1]).pow(2).mean()),
+            "pixel_mse": float((images[0] - images[1]).pow(2).mean()),
+        }
+
+    # -- output -----------------------------------------------------------------------------------
+
+    async def png(self, rendered: Rendered) -> bytes:
+        images = rendered.images
+        image = images[0] if len(images) == 1 else make_grid(images, nrow=rendered.nrow)
+        data: bytes = await self._in_pool(encode_png, image)
+        return data
+
+    async def pngs(self, rendered: Rendered) -> list[bytes]:
+        return list(
+            await asyncio.gather(*(self._in_pool(encode_png, img) for img in rendered.images))
+        )

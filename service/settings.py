@@ -1,0 +1,51 @@
+"""Service settings: every knob from the environment (`VAEGAN_*`) or the command line, validated."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServiceSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="VAEGAN_", extra="forbid")
+
+    checkpoint: Path = Field(description="the .safetensors checkpoint to serve")
+    device: str = Field("auto", description="auto (CUDA when present), cpu, cuda or cuda:N")
+    half_precision: bool = Field(False, description="fp16 weights on CUDA")
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    api_key: SecretStr | None = Field(None, description="require 'Authorization: Bearer <key>'")
+
+    max_batch_size: int = Field(32, ge=1, le=1024, description="images per forward pass")
+    max_batch_delay_ms: float = Field(
+        5.0, ge=0.0, le=1000.0, description="how long a forward waits for company"
+    )
+    max_queue: int = Field(512, ge=1, description="queued images before 503")
+    request_timeout_s: float = Field(30.0, gt=0.0, le=3600.0)
+    max_upload_bytes: int = Field(10 * 1024 * 1024, ge=1024)
+    max_image_pixels: int = Field(40_000_000, ge=64)
+    max_samples: int = Field(64, ge=1, le=1024)
+    max_strengths: int = Field(16, ge=1, le=256)
+    max_strength: float = Field(10.0, gt=0.0, description="largest |strength| of an edit")
+    max_interpolation_steps: int = Field(32, ge=2, le=256)
+    max_images_per_request: int = Field(16, ge=1, le=1024)
+    decode_threads: int = Field(2, ge=1, le=64, description="threads decoding/encoding images")
+    torch_threads: int | None = Field(None, ge=1, description="intra-op threads for the model")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        if value not in ("auto", "cpu", "cuda") and not value.startswith("cuda:"):
+            raise ValueError("must be auto, cpu, cuda or cuda:N")
+        return value
+
+    @field_validator("api_key")
+    @classmethod
+    def _non_empty_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().strip():
+            return None  # an empty VAEGAN_API_KEY means "no key", not "the empty key"
+        return value
