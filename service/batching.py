@@ -13,7 +13,7 @@ import contextlib
 import itertools
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -64,6 +64,7 @@ class MicroBatcher:
         self.metrics = metrics
         self._waiting: dict[str, deque[_Job]] = {}
         self._queued_rows = 0
+        self._expected = 0  # requests still decoding their uploads: rows on their way
         self._sequence = itertools.count()
         self._wakeup = asyncio.Event()
         self._worker: asyncio.Task[None] | None = None
@@ -95,6 +96,21 @@ class MicroBatcher:
                 if not job.future.done():
                     job.future.set_exception(BatcherClosedError("the service is shutting down"))
         self._executor.shutdown(wait=True)
+
+    @contextlib.contextmanager
+    def expecting(self) -> Iterator[None]:
+        """Mark a request whose rows are being prepared (images decoding), so a forward that is
+        about to start waits for them, up to max_delay, instead of leaving without them."""
+        self._expected += 1
+        try:
+            yield
+        finally:
+            self._expected -= 1
+            self._wakeup.set()
+
+    async def on_model_thread(self, function: Callable[..., object], *args: object) -> object:
+        """Run `function` on the model thread (e.g. a warm-up), in turn with the batches."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
 
     # -- submitting ------------------------------------------------------------------------------
 
@@ -156,12 +172,15 @@ class MicroBatcher:
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
-            # Give concurrent requests a moment to join, unless the batch is already full.
+            # Wait up to max_delay for company, but only while requests are on their way: a lone
+            # request on an idle model goes at once; under load batches fill while the previous
+            # forward runs and while the next requests finish decoding.
             deadline = loop.time() + self.max_delay_s
             while True:
                 self._wakeup.clear()  # before checking, so a submit in between is not missed
                 remaining = deadline - loop.time()
-                if self._rows_waiting(operation) >= self.max_batch_size or remaining <= 0:
+                full = self._rows_waiting(operation) >= self.max_batch_size
+                if full or remaining <= 0 or self._expected == 0:
                     break
                 try:
                     await asyncio.wait_for(self._wakeup.wait(), remaining)

@@ -69,11 +69,8 @@ class Runtime:
         self.ready = False
 
     async def start(self) -> None:
-        loop = asyncio.get_running_loop()
         # Warm up on the model thread itself (kernels and allocator are per thread and shape).
-        await loop.run_in_executor(
-            self.batcher._executor, self.predictor.warm_up, self.settings.max_batch_size
-        )
+        await self.batcher.on_model_thread(self.predictor.warm_up, self.settings.max_batch_size)
         self.batcher.start()
         self.ready = True
 
@@ -98,9 +95,10 @@ class Runtime:
                 413,
             )
         prep = self.predictor.preprocessing
-        tensors = await asyncio.gather(
-            *(self._in_pool(load_image_tensor, data, prep, self.limits) for data in uploads)
-        )
+        with self.batcher.expecting():
+            tensors = await asyncio.gather(
+                *(self._in_pool(load_image_tensor, data, prep, self.limits) for data in uploads)
+            )
         return torch.stack(tensors)
 
     async def forward(self, operation: str, rows: Tensor) -> tuple[Tensor, ...]:

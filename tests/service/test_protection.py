@@ -209,11 +209,12 @@ def test_queue_full_is_503_with_retry_after_and_the_server_keeps_serving(checkpo
 
 
 def test_a_request_over_its_time_is_504_and_the_server_keeps_serving(checkpoint_path):
-    server = start_server(checkpoint_path, request_timeout_s=0.05, max_batch_delay_ms=300)
+    # 64 samples through batch-1 forwards take far longer than the 10 ms budget.
+    server = start_server(checkpoint_path, request_timeout_s=0.01, max_batch_size=1)
     try:
-        response = httpx.post(f"{server.url}/sample", params={"n": 1}, timeout=30)
+        response = httpx.post(f"{server.url}/sample", params={"n": 64}, timeout=30)
         assert response.status_code == 504
-        assert "longer than the 0.05 s limit" in _detail(response)
+        assert "longer than the 0.01 s limit" in _detail(response)
         assert httpx.get(f"{server.url}/health/ready").status_code == 200
         assert httpx.get(f"{server.url}/attributes").status_code == 200
     finally:

@@ -30,6 +30,25 @@ def _env():
     return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
 
 
+def _run_group(command, timeout=300):
+    """Run torchrun in its own process group, so a hang never leaves orphaned ranks behind."""
+    process = subprocess.Popen(
+        command,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+        raise
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+
+
 def _state_step(path):
     try:
         return load_training_state(path)[1]["step"]
@@ -116,7 +135,7 @@ def test_two_gloo_ranks_stay_in_sync(synthetic_celeba, tmp_path):
         "--device",
         "cpu",
     ]
-    result = subprocess.run(command, env=_env(), timeout=300, capture_output=True, text=True)
+    result = _run_group(command)
     assert result.returncode == 0, result.stderr[-3000:]
     # Checked at every save by gathering each rank's weight checksum.
     assert result.stderr.count("all 2 ranks in sync") == 2, result.stderr[-3000:]
@@ -128,12 +147,6 @@ def test_two_gloo_ranks_stay_in_sync(synthetic_celeba, tmp_path):
     assert json.loads((out / "run.json").read_text())["recipe"]["batch_size"] == 8
 
     # The distributed run resumes too.
-    resumed = subprocess.run(
-        [*command[:-3], "--steps", "8", "--resume", "--quiet", "--device", "cpu"],
-        env=_env(),
-        timeout=300,
-        capture_output=True,
-        text=True,
-    )
+    resumed = _run_group([*command[:-3], "--steps", "8", "--resume", "--quiet", "--device", "cpu"])
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert load_checkpoint(out / "model.safetensors").header.step == 8
