@@ -176,3 +176,24 @@ def test_openapi_docs_list_every_endpoint(http):
     ):
         assert path in paths
     assert http.get("/docs").status_code == 200
+
+
+def test_readme_client_example_runs_against_a_real_server(server, tmp_path, monkeypatch):
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    (block,) = [
+        b
+        for b in re.findall(r"```python\n(.*?)```", readme, flags=re.DOTALL)
+        if b.startswith("# needs a running service")
+    ]
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "face.jpg").write_bytes(image_bytes(fmt="JPEG"))
+    (tmp_path / "other.jpg").write_bytes(image_bytes(colour=(10, 90, 200), fmt="JPEG"))
+    namespace: dict = {}
+    code = block.replace("http://127.0.0.1:8000", server.url)
+    exec(compile(code, "README.md", "exec"), namespace)
+    assert namespace["reconstruction"].size == (64, 64)
+    assert namespace["encoding"].mu.shape == (2, 128)
+    assert set(namespace["distances"]) == {"learned_distance", "pixel_mse"}
