@@ -55,6 +55,11 @@ def add_fit_command(commands: Any) -> None:
     length.add_argument("--steps", type=int, help=f"iterations (default {AUTHORS_STEPS:,})")
     length.add_argument("--epochs", type=float, help="passes over the training split")
     fit.add_argument("--resume", action="store_true", help="continue the run in --out")
+    fit.add_argument(
+        "--resume-if-present",
+        action="store_true",
+        help="continue the run in --out if there is one, else start it (for restartable jobs)",
+    )
     fit.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     fit.add_argument("--seed", type=int, default=0)
     fit.add_argument("--split", default="train", help="CelebA split to train on")
@@ -146,6 +151,8 @@ def run_fit(args: argparse.Namespace) -> int:
     run_dir: Path = args.out
     state_path = run_dir / STATE_FILE
     saved_tensors, saved_header = None, None
+    if args.resume_if_present and state_path.exists():
+        args.resume = True
     if args.resume:
         saved_tensors, saved_header = load_training_state(state_path)
     elif state_path.exists():

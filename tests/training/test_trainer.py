@@ -381,3 +381,11 @@ def test_metrics_lines_are_json(synthetic_celeba, tmp_path):
     assert _fit(synthetic_celeba, out, "--steps", "2", "--log-every", "1") == 0
     for line in (out / "metrics.jsonl").read_text().splitlines():
         assert json.loads(line)["step"] in (1, 2)
+
+
+def test_resume_if_present_starts_then_continues(synthetic_celeba, tmp_path):
+    out = tmp_path / "run"
+    assert _fit(synthetic_celeba, out, "--steps", "2", "--resume-if-present") == 0
+    assert _fit(synthetic_celeba, out, "--steps", "4", "--resume-if-present") == 0
+    assert load_checkpoint(out / "model.safetensors").header.step == 4
+    assert [r["step"] for r in read_metrics(out / "metrics.jsonl")] == [2, 4]
