@@ -166,7 +166,7 @@ def save_checkpoint(
         evaluation=dict(evaluation or {}),
         attributes=attribute_info,
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
-        software=_software_versions(),
+        software=software_versions(),
     )
     header_json = json.dumps(header.to_json(), allow_nan=False, sort_keys=False)
     data = safetensors_save(tensors, metadata={"format": FORMAT_NAME, HEADER_KEY: header_json})
@@ -245,7 +245,7 @@ def _fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
-def _software_versions() -> dict[str, str]:
+def software_versions() -> dict[str, str]:
     try:
         vaegan_version = importlib_metadata.version("vaegan")
     except importlib_metadata.PackageNotFoundError:
@@ -260,10 +260,10 @@ def _software_versions() -> dict[str, str]:
 def read_checkpoint_header(path: str | os.PathLike[str]) -> CheckpointHeader:
     """The header alone, without reading the weights (cheap even for large files)."""
     source = Path(path)
-    size = _file_size(source)
+    size = checked_file_size(source)
     with source.open("rb") as handle:
         prefix = handle.read(min(size, 8 + _MAX_HEADER_BYTES))
-    raw_header, _ = _parse_safetensors_header(source, prefix, size)
+    raw_header, _ = parse_safetensors_header(source, prefix, size)
     return _parse_vaegan_header(source, raw_header)
 
 
@@ -272,11 +272,11 @@ def load_checkpoint(
 ) -> Checkpoint:
     """Rebuild the model from the file alone, in eval mode on `device`, or raise CheckpointError."""
     source = Path(path)
-    size = _file_size(source)
+    size = checked_file_size(source)
     data = source.read_bytes()
     if len(data) != size:
         raise CheckpointError(source, "the file changed while it was being read")
-    raw_header, _ = _parse_safetensors_header(source, data, size)
+    raw_header, _ = parse_safetensors_header(source, data, size)
     header = _parse_vaegan_header(source, raw_header)
     try:
         tensors = safetensors_load(data)
@@ -285,7 +285,7 @@ def load_checkpoint(
 
     model = VAEGAN(header.config)
     weights = {k: v for k, v in tensors.items() if k.startswith(NETWORK_PREFIXES)}
-    _load_weights(source, model, weights)
+    load_verified_weights(source, model, weights)
     attributes = _read_attributes(source, header, tensors)
     unexpected = sorted(set(tensors) - set(weights) - {ATTRIBUTE_PREFIX + n for n in attributes})
     if unexpected:
@@ -304,7 +304,7 @@ def load_checkpoint(
     )
 
 
-def _file_size(path: Path) -> int:
+def checked_file_size(path: Path) -> int:
     if not path.exists():
         raise CheckpointError(path, "no such file")
     if not path.is_file():
@@ -312,7 +312,7 @@ def _file_size(path: Path) -> int:
     return path.stat().st_size
 
 
-def _parse_safetensors_header(path: Path, data: bytes, size: int) -> tuple[dict[str, Any], int]:
+def parse_safetensors_header(path: Path, data: bytes, size: int) -> tuple[dict[str, Any], int]:
     """Validate the safetensors framing; returns the JSON header and where tensor data starts."""
     if size < 8:
         raise CheckpointError(path, f"only {size} bytes: truncated, or not a checkpoint at all")
@@ -414,7 +414,7 @@ def _parse_vaegan_header(path: Path, raw: dict[str, Any]) -> CheckpointHeader:
         raise CheckpointError(path, f"the vaegan metadata is malformed ({exc!r})") from None
 
 
-def _load_weights(path: Path, model: VAEGAN, weights: dict[str, Tensor]) -> None:
+def load_verified_weights(path: Path, model: nn.Module, weights: dict[str, Tensor]) -> None:
     expected = model.state_dict()
     missing = sorted(set(expected) - set(weights))
     if missing:
