@@ -195,15 +195,14 @@ def wants_json(request: Request) -> bool:
 
 
 async def respond(request: Request, runtime: Runtime, rendered: Rendered) -> Response:
-    headers = {
-        f"X-{k.capitalize()}": str(v) for k, v in (rendered.extra or {}).items() if k == "seed"
-    }
+    extra = rendered.extra or {}
+    headers = {"X-Seed": str(extra["seed"])} if "seed" in extra else {}
     if wants_json(request):
         pngs = await runtime.pngs(rendered)
         body: dict[str, Any] = {"images": [base64.b64encode(png).decode() for png in pngs]}
         if rendered.latents is not None:
             body["latents"] = rendered.latents.tolist()
-        body |= rendered.extra or {}
+        body |= extra
         return JSONResponse(body, headers=headers)
     return Response(await runtime.png(rendered), media_type="image/png", headers=headers)
 
