@@ -48,10 +48,12 @@ _MAX_HEADER_BYTES = 64 * 1024 * 1024
 class CheckpointError(ValueError):
     """A checkpoint that cannot be read, with the file and the problem in the message."""
 
+    kind = "checkpoint"  # what the file was meant to be, for the message
+
     def __init__(self, path: str | os.PathLike[str], problem: str) -> None:
         self.path = Path(path)
         self.problem = problem
-        super().__init__(f"checkpoint {self.path}: {problem}")
+        super().__init__(f"{self.kind} {self.path}: {problem}")
 
 
 @dataclass(frozen=True)

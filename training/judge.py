@@ -63,13 +63,10 @@ DEFAULT_KERNEL_SIZE = 5
 _INFERENCE_BATCH = 256
 
 
-class JudgeError(ValueError):
+class JudgeError(CheckpointError):
     """A judge file that cannot be read, with the file and the problem in the message."""
 
-    def __init__(self, path: str | os.PathLike[str], problem: str) -> None:
-        self.path = Path(path)
-        self.problem = problem
-        super().__init__(f"judge {self.path}: {problem}")
+    kind = "judge"
 
 
 @dataclass(frozen=True)
