@@ -36,7 +36,7 @@ def test_paper32_is_the_authors_32x32_architecture():
     ("size", "stages", "base"), [(32, 3, 4), (64, 3, 8), (128, 4, 8), (256, 5, 8)]
 )
 def test_number_of_stride2_stages_follows_the_size(size, stages, base):
-    for width in ("paper", "small"):
+    for width in ("paper", "medium", "small"):
         config = make_config(size, width=width)
         assert config.stages == stages
         assert config.base_size == base
@@ -52,7 +52,16 @@ def test_small_presets_keep_the_topology_with_narrower_layers():
 
 
 def test_every_preset_exists_for_each_size():
-    assert set(PRESETS) == {"paper32", "paper64", "paper128", "small32", "small64", "small128"}
+    assert set(PRESETS) == {
+        f"{width}{size}" for width in ("paper", "medium", "small") for size in (32, 64, 128)
+    }
+
+
+def test_medium_presets_sit_between_small_and_paper():
+    small, medium, paper = (get_preset(f"{w}64") for w in ("small", "medium", "paper"))
+    assert medium.encoder_channels == (16, 32, 64)
+    assert medium.decoder_channels == (64, 32, 8)
+    assert small.encoder_fc < medium.encoder_fc < paper.encoder_fc
 
 
 def test_greyscale_variant_of_a_preset():
