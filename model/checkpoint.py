@@ -366,27 +366,42 @@ def _foreign_format(data: bytes) -> str | None:
     return None
 
 
+def versioned_json_metadata(
+    path: Path, text: Any, *, label: str, supported: int, error: type[CheckpointError]
+) -> dict[str, Any]:
+    """The JSON object stored as safetensors metadata, with a format_version this code reads.
+
+    Shared by every vaegan safetensors file kind (checkpoints, attribute judges); `error` names
+    the kind in its messages.
+    """
+    try:
+        info = json.loads(text)
+    except (TypeError, json.JSONDecodeError):
+        raise error(path, f"the {label} metadata is not valid JSON") from None
+    if not isinstance(info, dict):
+        raise error(path, f"the {label} metadata is not a JSON object")
+    version = info.get("format_version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise error(path, f"invalid format_version {version!r}")
+    if version > supported:
+        raise error(
+            path,
+            f"written by a newer vaegan ({error.kind} format {version}; this version reads up to "
+            f"{supported}); upgrade vaegan to load it",
+        )
+    return info
+
+
 def _parse_vaegan_header(path: Path, raw: dict[str, Any]) -> CheckpointHeader:
     metadata = raw.get("__metadata__")
     if not isinstance(metadata, dict) or HEADER_KEY not in metadata:
         raise CheckpointError(
             path, "a safetensors file, but not a vaegan checkpoint (it has no 'vaegan' metadata)"
         )
-    try:
-        info = json.loads(metadata[HEADER_KEY])
-    except (TypeError, json.JSONDecodeError):
-        raise CheckpointError(path, "the vaegan metadata is not valid JSON") from None
-    if not isinstance(info, dict):
-        raise CheckpointError(path, "the vaegan metadata is not a JSON object")
-    version = info.get("format_version")
-    if not isinstance(version, int) or version < 1:
-        raise CheckpointError(path, f"invalid format_version {version!r}")
-    if version > FORMAT_VERSION:
-        raise CheckpointError(
-            path,
-            f"written by a newer vaegan (checkpoint format {version}; this version reads up to "
-            f"{FORMAT_VERSION}); upgrade vaegan to load it",
-        )
+    info = versioned_json_metadata(
+        path, metadata[HEADER_KEY], label="vaegan", supported=FORMAT_VERSION, error=CheckpointError
+    )
+    version = info["format_version"]
     try:
         config = VAEGANConfig.from_dict(info["config"])
         preprocessing = Preprocessing.from_dict(info["preprocessing"])

@@ -48,6 +48,7 @@ from model.checkpoint import (
     load_verified_weights,
     parse_safetensors_header,
     software_versions,
+    versioned_json_metadata,
 )
 from model.codec import Preprocessing
 from training.data import CelebADataset
@@ -475,21 +476,10 @@ def _parse_judge_header(path: Path, raw: dict[str, Any]) -> JudgeHeader:
         raise JudgeError(
             path, "a safetensors file, but not a vaegan judge (it has no 'vaegan_judge' metadata)"
         )
-    try:
-        info = json.loads(metadata[HEADER_KEY])
-    except (TypeError, json.JSONDecodeError):
-        raise JudgeError(path, "the judge metadata is not valid JSON") from None
-    if not isinstance(info, dict):
-        raise JudgeError(path, "the judge metadata is not a JSON object")
-    version = info.get("format_version")
-    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        raise JudgeError(path, f"invalid format_version {version!r}")
-    if version > FORMAT_VERSION:
-        raise JudgeError(
-            path,
-            f"written by a newer vaegan (judge format {version}; this version reads up to "
-            f"{FORMAT_VERSION}); upgrade vaegan to load it",
-        )
+    info = versioned_json_metadata(
+        path, metadata[HEADER_KEY], label="judge", supported=FORMAT_VERSION, error=JudgeError
+    )
+    version = info["format_version"]
     try:
         names = tuple(str(name) for name in info["attribute_names"])
         if not names or len(set(names)) != len(names):
