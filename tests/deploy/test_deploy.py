@@ -11,7 +11,6 @@ import re
 import shlex
 import subprocess
 import sys
-import time
 import tomllib
 from pathlib import Path
 
@@ -141,7 +140,7 @@ def _image_environment() -> dict[str, str]:
 @pytest.mark.slow
 def test_the_images_cmd_runs_as_written(tmp_path):
     """Install the way the Dockerfile does, in a fresh venv, then run its CMD line as written."""
-    from tests.service.conftest import free_port
+    from tests.service.conftest import free_port, wait_until_ready
 
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
@@ -156,8 +155,8 @@ def test_the_images_cmd_runs_as_written(tmp_path):
     port = free_port()
     cmd = [str(venv / "bin" / cmd[0]), *cmd[1:]]
     cmd[cmd.index("--port") + 1] = str(port)  # a free port here; 8000 inside the container
-    env = {"PATH": f"{venv / 'bin'}:/usr/bin:/bin", **_image_environment()}
-    env["PATH"] = f"{venv / 'bin'}:/usr/bin:/bin"
+    # The image's PATH starts with its venv; here the fresh venv takes that place.
+    env = {**_image_environment(), "PATH": f"{venv / 'bin'}:/usr/bin:/bin"}
     # The bundled demo model arrives with its own issue; until then serve one made here.
     env["VAEGAN_CHECKPOINT"] = str(checkpoint)
     env["VAEGAN_DEVICE"] = "cpu"
@@ -165,16 +164,7 @@ def test_the_images_cmd_runs_as_written(tmp_path):
         cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert process.poll() is None, process.stderr.read()
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline
-            time.sleep(0.2)
+        wait_until_ready(f"http://127.0.0.1:{port}", process, timeout=120)
         assert httpx.get(f"http://127.0.0.1:{port}/model").json()["device"] == "cpu"
     finally:
         process.terminate()

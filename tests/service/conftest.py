@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -63,16 +64,29 @@ def start_server(checkpoint: Path, **overrides: Any) -> RunningServer:
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
+    try:
+        wait_until_ready(url)
+    except AssertionError:
+        server.should_exit = True
+        raise
+    return RunningServer(url, settings, server, thread)
+
+
+def wait_until_ready(
+    url: str, process: subprocess.Popen[str] | None = None, timeout: float = 60
+) -> None:
+    """Poll /health/ready until it answers 200; fail early if `process` dies first."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if process is not None:
+            assert process.poll() is None, process.stderr.read() if process.stderr else ""
         try:
             if httpx.get(f"{url}/health/ready", timeout=2).status_code == 200:
-                return RunningServer(url, settings, server, thread)
+                return
         except httpx.TransportError:
             pass
+        assert time.monotonic() < deadline, f"{url} did not become ready in {timeout:g} s"
         time.sleep(0.05)
-    server.should_exit = True
-    raise RuntimeError("the test server did not become ready")
 
 
 @pytest.fixture(scope="session")

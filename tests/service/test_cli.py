@@ -4,13 +4,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.service.conftest import free_port
+from tests.service.conftest import free_port, wait_until_ready
 
 SERVE = [sys.executable, "-m", "service"]
 
@@ -35,16 +34,7 @@ def test_starts_serves_and_stops_gracefully(checkpoint_path):
         text=True,
     )
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert process.poll() is None, process.stderr.read()
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "the service did not become ready"
-            time.sleep(0.1)
+        wait_until_ready(f"http://127.0.0.1:{port}", process)
         info = httpx.get(f"http://127.0.0.1:{port}/model").json()
         assert info["batching"]["max_batch_size"] == 8  # from the environment
         assert httpx.post(f"http://127.0.0.1:{port}/sample", params={"n": 2}).status_code == 200
