@@ -36,7 +36,7 @@ COPY training ./training
 COPY service ./service
 RUN pip install --no-deps .
 
-# ---- runtime ------------------------------------------------------------------------------------
+# ---- runtime: serves the demo model bundled in the package unless VAEGAN_CHECKPOINT is set ---
 # hadolint ignore=DL3006
 FROM os-${VARIANT} AS runtime
 COPY --from=builder /opt/venv /opt/venv
@@ -44,8 +44,7 @@ RUN useradd --create-home --uid 10001 --user-group vaegan
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     VAEGAN_HOST=0.0.0.0 \
-    VAEGAN_PORT=8000 \
-    VAEGAN_CHECKPOINT=/opt/vaegan/checkpoints/demo.safetensors
+    VAEGAN_PORT=8000
 WORKDIR /opt/vaegan
 COPY --chown=vaegan:vaegan checkpoints/ ./checkpoints/
 USER 10001:10001

@@ -131,12 +131,19 @@ def save_checkpoint(
     recipe: dict[str, Any] | None = None,
     evaluation: dict[str, Any] | None = None,
     attributes: dict[str, AttributeVector] | None = None,
+    parameter_dtype: torch.dtype = torch.float32,
 ) -> Path:
     """Write a checkpoint atomically and return its path.
 
     `model` may be wrapped in DistributedDataParallel or `torch.compile`; the plain module's
-    weights are saved so loaders never strip prefixes.
+    weights are saved so loaders never strip prefixes. `parameter_dtype=torch.float16` halves
+    the file; batch-norm statistics stay float32 (tiny, and their variances can underflow
+    float16), and loading always gives a float32 model.
     """
+    if parameter_dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        raise ValueError(
+            f"parameters can be stored as float32, float16 or bfloat16, not {parameter_dtype}"
+        )
     vaegan = unwrap_model(model)
     if not isinstance(vaegan, VAEGAN):
         raise TypeError(f"expected a VAEGAN model, got {type(vaegan).__name__}")
@@ -147,8 +154,12 @@ def save_checkpoint(
             f"but the model takes {config.channels}x{config.image_size}px"
         )
     attributes = attributes or {}
+    parameter_names = {name for name, _ in vaegan.named_parameters()}
     tensors: dict[str, Tensor] = {
-        name: value.detach().to("cpu").contiguous() for name, value in vaegan.state_dict().items()
+        name: value.detach()
+        .to("cpu", parameter_dtype if name in parameter_names else value.dtype)
+        .contiguous()
+        for name, value in vaegan.state_dict().items()
     }
     attribute_info: dict[str, dict[str, Any]] = {}
     for name, attribute in attributes.items():

@@ -21,7 +21,11 @@ def build_parser() -> argparse.ArgumentParser:
             "VAEGAN_MAX_BATCH_SIZE); options given here win."
         ),
     )
-    parser.add_argument("--checkpoint", type=Path, help="the .safetensors checkpoint to serve")
+    parser.add_argument(
+        "--checkpoint",
+        type=Path,
+        help="the .safetensors checkpoint to serve (default: the bundled demo model)",
+    )
     parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port (default 8000)")
     parser.add_argument("--device", help="auto, cpu, cuda or cuda:N (default auto)")
@@ -46,10 +50,7 @@ def _explain(error: ValidationError) -> str:
     lines = []
     for problem in error.errors():
         name = ".".join(str(part) for part in problem["loc"])
-        if problem["type"] == "missing" and name == "checkpoint":
-            lines.append("no checkpoint: pass --checkpoint PATH or set VAEGAN_CHECKPOINT")
-        else:
-            lines.append(f"{name} (VAEGAN_{name.upper()}): {problem['msg']}")
+        lines.append(f"{name} (VAEGAN_{name.upper()}): {problem['msg']}")
     return "; ".join(lines)
 
 

@@ -8,11 +8,21 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from model.demo import demo_checkpoint_path
+
 
 class ServiceSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="VAEGAN_", extra="forbid")
+    model_config = SettingsConfigDict(
+        # An empty variable (compose's `${VAEGAN_X:-}`) means "use the default", not "".
+        env_prefix="VAEGAN_",
+        extra="forbid",
+        env_ignore_empty=True,
+    )
 
-    checkpoint: Path = Field(description="the .safetensors checkpoint to serve")
+    checkpoint: Path = Field(
+        default_factory=demo_checkpoint_path,
+        description="the .safetensors checkpoint to serve (default: the bundled demo model)",
+    )
     device: str = Field("auto", description="auto (CUDA when present), cpu, cuda or cuda:N")
     half_precision: bool = Field(False, description="fp16 weights on CUDA")
     host: str = "127.0.0.1"

@@ -8,6 +8,7 @@ images were skipped), never a crash hours into a run.
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import os
 from collections.abc import Iterable, Sequence
@@ -26,6 +27,8 @@ log = logging.getLogger(__name__)
 CELEBA_IMAGE_DIR = "img_align_celeba"
 CELEBA_ATTRIBUTE_FILE = "list_attr_celeba.txt"
 CELEBA_PARTITION_FILE = "list_eval_partition.txt"
+# Written by `vaegan-train synth`: how the folder was generated, recorded in checkpoints.
+SYNTHETIC_MANIFEST_FILE = "synthetic_faces.json"
 SPLITS = {"train": (0,), "val": (1,), "test": (2,), "train+val": (0, 1), "all": (0, 1, 2)}
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 _MAX_LISTED_PROBLEMS = 8
@@ -297,13 +300,17 @@ class CelebADataset(_ImageFiles):
 
     def describe(self) -> dict[str, Any]:
         """What a checkpoint records about the data it was trained on."""
-        return {
+        description: dict[str, Any] = {
             "kind": "celeba",
             "root": str(self.index.root),
             "split": self.split,
             "images": len(self),
             "attributes": list(self.attribute_names),
         }
+        synthetic = read_synthetic_manifest(self.index.root)
+        if synthetic is not None:
+            description["synthetic"] = synthetic
+        return description
 
 
 # --------------------------------------------------------------------------------------------
@@ -351,6 +358,15 @@ class ImageFolderDataset(_ImageFiles):
 
     def describe(self) -> dict[str, Any]:
         return {"kind": "image-folder", "root": str(self.root), "images": len(self)}
+
+
+def read_synthetic_manifest(root: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The generator's seed and count when `root` holds synthetic faces; None otherwise."""
+    try:
+        manifest = json.loads((Path(root) / SYNTHETIC_MANIFEST_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return manifest if isinstance(manifest, dict) else None
 
 
 def is_celeba_folder(root: str | os.PathLike[str]) -> bool:

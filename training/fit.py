@@ -205,6 +205,7 @@ def run_fit(args: argparse.Namespace) -> int:
         log_every=args.log_every,
         workers=workers,
         progress=not args.quiet,
+        command=getattr(args, "command_line", ""),
     )
     try:
         trainer = Trainer(

@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from importlib import resources
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -62,6 +63,13 @@ DEFAULT_WIDTHS = (32, 64, 128, 256)
 DEFAULT_KERNEL_SIZE = 5
 # Inference batches: large enough to keep a GPU busy, small enough for a CPU's cache.
 _INFERENCE_BATCH = 256
+# Trained by scripts/train_demo.sh on the synthetic faces; `evaluate` uses it for synthetic data.
+BUNDLED_JUDGE_NAME = "judge-synthetic.safetensors"
+
+
+def bundled_judge_path() -> Path:
+    """The judge that ships inside the package, for the built-in synthetic faces."""
+    return Path(str(resources.files("training") / "assets" / BUNDLED_JUDGE_NAME))
 
 
 class JudgeError(CheckpointError):

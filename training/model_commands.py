@@ -25,9 +25,15 @@ from model.codec import ImageError, Preprocessing, encode_png, load_image_tensor
 from model.device import select_device
 from training.attributes import attribute_edits, compute_attribute_vectors, write_attributes
 from training.cli import int_in_range
-from training.data import SPLITS, CelebADataset, open_dataset, read_celeba_index
+from training.data import (
+    SPLITS,
+    CelebADataset,
+    open_dataset,
+    read_celeba_index,
+    read_synthetic_manifest,
+)
 from training.evaluate import METRIC_NAMES, evaluate, generate_samples
-from training.judge import IMAGE_SIZE, load_judge, save_judge, train_judge
+from training.judge import IMAGE_SIZE, bundled_judge_path, load_judge, save_judge, train_judge
 from training.judge_eval import (
     DEFAULT_EDIT_STRENGTH,
     JUDGE_METRIC_HELP,
@@ -255,7 +261,10 @@ def _add_evaluate_command(commands: Any) -> None:
         type=Path,
         help="an attribute judge (`vaegan-train judge`): adds reconstruction agreement, edit "
         "success and preservation, and the Frechet distance in the judge's feature space; "
-        "needs labelled (CelebA-layout) data",
+        "needs labelled (CelebA-layout) data. Synthetic faces get the bundled judge by default",
+    )
+    parser.add_argument(
+        "--no-judge", action="store_true", help="skip the judged figures, even on synthetic faces"
     )
     parser.add_argument(
         "--edit-strength",
@@ -271,8 +280,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
     dataset = open_dataset(
         args.data, split=args.split, preprocessing=checkpoint.preprocessing, limit=args.count
     )
+    if args.judge is None and not args.no_judge and read_synthetic_manifest(args.data):
+        args.judge = bundled_judge_path()
     judge = None
-    if args.judge is not None:
+    if args.judge is not None and not args.no_judge:
         # Refuse an unusable judge before spending minutes on the rest of the evaluation.
         judge = load_judge(args.judge, device=device)
         check_judge_compatible(

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import io
 import itertools
+import json
 import math
 import multiprocessing
 import random
@@ -39,7 +40,12 @@ from PIL import Image, ImageDraw, ImageFilter
 from tqdm import tqdm
 
 from model.checkpoint import atomic_write_bytes
-from training.data import CELEBA_ATTRIBUTE_FILE, CELEBA_IMAGE_DIR, CELEBA_PARTITION_FILE
+from training.data import (
+    CELEBA_ATTRIBUTE_FILE,
+    CELEBA_IMAGE_DIR,
+    CELEBA_PARTITION_FILE,
+    SYNTHETIC_MANIFEST_FILE,
+)
 
 __all__ = [
     "ATTR_FILE_NAME",
@@ -103,6 +109,7 @@ _CELEBA_TOTAL = sum(_CELEBA_SPLIT)
 IMAGE_DIR_NAME = CELEBA_IMAGE_DIR
 ATTR_FILE_NAME = CELEBA_ATTRIBUTE_FILE
 PARTITION_FILE_NAME = CELEBA_PARTITION_FILE
+MANIFEST_FILE_NAME = SYNTHETIC_MANIFEST_FILE
 
 _PROGRESS_MIN_COUNT = 200
 _CHUNK_SIZE = 64
@@ -1015,7 +1022,7 @@ def _prepare_output(out_dir: Path, count: int, overwrite: bool) -> Path:
         )
     # Drop the list files first: an interrupted overwrite must not leave an attribute file that
     # vouches for a half-replaced image folder.
-    for name in (ATTR_FILE_NAME, PARTITION_FILE_NAME):
+    for name in (ATTR_FILE_NAME, PARTITION_FILE_NAME, MANIFEST_FILE_NAME):
         (out_dir / name).unlink(missing_ok=True)
     image_dir.mkdir(parents=True, exist_ok=True)
     if has_images:
@@ -1104,6 +1111,10 @@ def generate_synthetic_celeba(
     _write_text_atomically(
         out_dir / PARTITION_FILE_NAME,
         (f"{name} {split}" for name, split in zip(names, partitions, strict=True)),
+    )
+    _write_text_atomically(
+        out_dir / MANIFEST_FILE_NAME,
+        [json.dumps({"generator": "vaegan synthetic faces", "count": count, "seed": seed})],
     )
     _write_text_atomically(out_dir / ATTR_FILE_NAME, _attribute_lines(names, rows))
 

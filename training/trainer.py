@@ -259,6 +259,8 @@ class TrainerOptions:
     workers: int = 0
     progress: bool = True
     grid_size: int = 64
+    # The command line that started the run, recorded in checkpoints so it can be reproduced.
+    command: str = ""
 
 
 @dataclass
@@ -522,7 +524,11 @@ class Trainer:
         return {
             "dataset": self.dataset.describe(),
             "recipe": self.recipe.to_dict()
-            | {"total_steps": self.options.total_steps, "world_size": self.context.world_size},
+            | {
+                "total_steps": self.options.total_steps,
+                "world_size": self.context.world_size,
+                "command": self.options.command,
+            },
             "evaluation": {"training": self._counter_figures()},
         }
 

@@ -70,6 +70,44 @@ def test_round_trip_gives_identical_outputs(saved):
     assert all(torch.equal(state[k], restored[k]) for k in state)
 
 
+def test_float16_parameters_halve_the_file_and_load_as_a_float32_model(saved, tmp_path):
+    path, model, attributes = saved
+    half = save_checkpoint(
+        tmp_path / "half.safetensors",
+        model,
+        preprocessing=Preprocessing(image_size=64),
+        attributes=attributes,
+        parameter_dtype=torch.float16,
+    )
+    assert half.stat().st_size < 0.55 * path.stat().st_size
+    loaded = load_checkpoint(half)
+    state, restored = model.state_dict(), loaded.model.state_dict()
+    for name, value in restored.items():
+        assert value.dtype == state[name].dtype, name
+        if "running" in name:  # batch-norm statistics are kept exactly
+            assert torch.equal(value, state[name]), name
+        elif value.is_floating_point():
+            assert torch.equal(value, state[name].half().float()), name
+    assert torch.equal(loaded.attributes["Smiling"].vector, attributes["Smiling"].vector)
+    x = torch.rand(3, 3, 64, 64) * 2 - 1
+    with torch.no_grad():
+        before = model.decoder(model.encoder(x).mu)
+        after = loaded.model.decoder(loaded.model.encoder(x).mu)
+    assert (before - after).abs().mean() < 0.01
+
+
+def test_parameters_can_only_be_stored_as_floats(saved, tmp_path):
+    _, model, _ = saved
+    with pytest.raises(ValueError, match="float32, float16 or bfloat16"):
+        save_checkpoint(
+            tmp_path / "int.safetensors",
+            model,
+            preprocessing=Preprocessing(image_size=64),
+            parameter_dtype=torch.int8,
+        )
+    assert not (tmp_path / "int.safetensors").exists()
+
+
 def test_round_trip_keeps_the_header_and_attributes(saved):
     path, _, attributes = saved
     loaded = load_checkpoint(path)

@@ -51,7 +51,6 @@ def test_starts_serves_and_stops_gracefully(checkpoint_path):
 @pytest.mark.parametrize(
     ("args", "env", "message"),
     [
-        ([], {}, "no checkpoint: pass --checkpoint PATH or set VAEGAN_CHECKPOINT"),
         (
             ["--checkpoint", "/nowhere/model.safetensors"],
             {},

@@ -11,7 +11,7 @@ from model import load_checkpoint, save_checkpoint
 from tests.training.conftest import PREPROCESSING
 from training.attributes import compute_attribute_vectors
 from training.cli import main
-from training.data import CelebADataset
+from training.data import SYNTHETIC_MANIFEST_FILE, CelebADataset
 from training.judge import (
     FORMAT_NAME,
     FORMAT_VERSION,
@@ -19,6 +19,7 @@ from training.judge import (
     JudgeArchitecture,
     JudgeError,
     build_judge,
+    bundled_judge_path,
     decode_split,
     load_judge,
     save_judge,
@@ -293,6 +294,25 @@ def test_evaluate_json_with_a_judge(checkpoint_file, judge_file, synthetic_celeb
     assert all(0.0 <= report[name] <= 1.0 for name in FRACTIONS)
     assert report["judge"]["edit_strength"] == 2.0
     assert set(report["per_attribute"]) == set(load_judge(judge_file).attribute_names)
+
+
+def test_evaluate_judges_synthetic_faces_with_the_bundled_judge(
+    checkpoint_file, celeba_copy, capsys
+):
+    args = ["--checkpoint", str(checkpoint_file), "--data", str(celeba_copy), "--quiet"]
+    args += ["--split", "all", "--count", "8", "--json"]
+    assert main(["evaluate", *args]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["judge"]["path"] == str(bundled_judge_path())
+    assert set(JUDGE_METRIC_NAMES) <= set(report)
+
+    assert main(["evaluate", *args, "--no-judge"]) == 0
+    assert "judge" not in json.loads(capsys.readouterr().out)
+
+    # A CelebA folder that is not the built-in synthetic faces (real CelebA) gets no default.
+    (celeba_copy / SYNTHETIC_MANIFEST_FILE).unlink()
+    assert main(["evaluate", *args]) == 0
+    assert "judge" not in json.loads(capsys.readouterr().out)
 
 
 def test_evaluate_prints_the_judged_figures(checkpoint_file, judge_file, synthetic_celeba, capsys):

@@ -203,6 +203,15 @@ def test_fit_writes_everything_a_user_looks_at(synthetic_celeba, tmp_path):
     assert checkpoint.header.recipe["objective"] == "vaegan"
     assert checkpoint.header.recipe["gamma"] == 1e-6
     assert checkpoint.header.dataset["kind"] == "celeba"
+    # How it was made: the command line and the synthetic data's generator arguments.
+    assert checkpoint.header.recipe["command"].startswith(
+        f"vaegan-train fit --data {synthetic_celeba} --out {out} --preset small32"
+    )
+    assert checkpoint.header.dataset["synthetic"] == {
+        "generator": "vaegan synthetic faces",
+        "count": 60,
+        "seed": 11,
+    }
     assert checkpoint.attributes, "labelled data gets attribute vectors at the end"
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == [
         "step-0000006.safetensors",
