@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import hmac
 import json
 import logging
@@ -13,6 +14,9 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
 from typing import Annotated, Any
 
 from fastapi import (
@@ -426,6 +430,73 @@ async def ready(request: Request) -> JSONResponse:
 
 
 # --------------------------------------------------------------------------------------------
+# the web page: static files shipped in the package, open without the API key (they hold no
+# secret; the page sends the key with each API call it makes)
+
+
+@dataclass(frozen=True)
+class WebFile:
+    body: bytes
+    media_type: str
+    etag: str
+
+
+# Explicit types rather than `mimetypes`, whose answer for .js depends on the host's tables.
+_WEB_MEDIA_TYPES = {
+    "index.html": "text/html; charset=utf-8",
+    "app.js": "text/javascript; charset=utf-8",
+    "style.css": "text/css; charset=utf-8",
+    "favicon.svg": "image/svg+xml",
+}
+
+_WEB_HEADERS = {
+    # Revalidate every time (cheap with the ETag), so a new release never mixes with old files.
+    "Cache-Control": "no-cache",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    # The page loads nothing from elsewhere and shows results as data: URLs.
+    "Content-Security-Policy": (
+        "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; "
+        "form-action 'none'; frame-ancestors 'none'"
+    ),
+}
+
+
+@cache  # read once, on the first request: the files are part of the installed release
+def web_files() -> dict[str, WebFile]:
+    folder = resources.files("service") / "web"
+    files = {}
+    for name, media_type in _WEB_MEDIA_TYPES.items():
+        body = (folder / name).read_bytes()
+        etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+        files[name] = WebFile(body, media_type, etag)
+    return files
+
+
+def _web_response(request: Request, name: str) -> Response:
+    file = web_files()[name]
+    headers = {**_WEB_HEADERS, "ETag": file.etag}
+    if file.etag in request.headers.get("if-none-match", ""):
+        return Response(status_code=304, headers=headers)
+    return Response(file.body, media_type=file.media_type, headers=headers)
+
+
+web = APIRouter(include_in_schema=False)
+
+
+@web.api_route("/", methods=["GET", "HEAD"])
+async def page(request: Request) -> Response:
+    return _web_response(request, "index.html")
+
+
+@web.api_route("/static/{name}", methods=["GET", "HEAD"])
+async def static(request: Request, name: str) -> Response:
+    if name == "index.html" or name not in _WEB_MEDIA_TYPES:
+        raise HTTPException(404, f"no static file {name!r}")
+    return _web_response(request, name)
+
+
+# --------------------------------------------------------------------------------------------
 # errors
 
 
@@ -498,6 +569,7 @@ def create_app(settings: ServiceSettings, checkpoint: Checkpoint | None = None) 
     app.state.runtime = None
     app.state.load_error = None
     app.include_router(health)
+    app.include_router(web)
     app.include_router(router)
     _install_error_handlers(app)
     app.add_middleware(RequestMiddleware, metrics=metrics, max_body_bytes=settings.max_upload_bytes)
