@@ -17,7 +17,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import (
     APIRouter,
@@ -191,6 +191,16 @@ async def require_api_key(request: Request) -> None:
         )
 
 
+async def single_query_values(request: Request) -> None:
+    """Refuse `?n=1&n=64`: which one was meant is a guess, and FastAPI would take the last."""
+    names = [name for name, _ in request.query_params.multi_items()]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise RequestError(
+            f"query parameter {', '.join(map(repr, repeated))} given more than once; send it once"
+        )
+
+
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
@@ -222,7 +232,9 @@ class DecodeBody(BaseModel):
 class EditBody(BaseModel):
     latent: list[float]
     attribute: list[str] | str
-    strength: list[float] | float | None = None
+    strength: list[float] | float | None = Field(
+        None, description="default: the strength the checkpoint records, else 1"
+    )
     strengths: list[float] | None = Field(None, description="a strip: one image per strength")
 
 
@@ -230,6 +242,133 @@ class InterpolateBody(BaseModel):
     latent_a: list[float]
     latent_b: list[float]
     steps: int = 8
+
+
+# --------------------------------------------------------------------------------------------
+# what the OpenAPI schema promises: every status a route answers, with the shape of its body
+# (clients and the schema fuzzer in tests/service/test_fuzz.py hold the service to it)
+
+
+class ErrorBody(BaseModel):
+    detail: str | list[dict[str, Any]] = Field(
+        description="what was wrong, written for the sender; a list of problems where the request "
+        "did not match this schema"
+    )
+
+
+class ImagesBody(BaseModel):
+    """An image answer as JSON, for `Accept: application/json`."""
+
+    images: list[str] = Field(description="base64 PNGs, one per image")
+    latents: list[list[float]] | None = Field(None, description="each image's latent")
+    seed: int | None = Field(None, description="/sample: the seed used")
+    strengths: list[float] | None = Field(None, description="/attribute-edit: the strengths")
+
+
+class Encoded(BaseModel):
+    mu: list[list[float]]
+    logvar: list[list[float]]
+
+
+class Similarity(BaseModel):
+    learned_distance: float
+    pixel_mse: float
+
+
+class Readiness(BaseModel):
+    status: Literal["ready", "loading", "failed"]
+    detail: str | None = None
+
+
+_ERROR_MEANINGS = {
+    400: "an empty or damaged image, or a body that cannot be parsed",
+    401: "a missing or wrong API key",
+    404: "this model has no attribute vectors",
+    413: "a body, an image or a batch over the limits",
+    415: "an upload in no supported image format, or a body of the wrong content type",
+    422: "a request the model cannot serve; the detail says why",
+    503: "the model is loading, the queue is full or the service is stopping (see Retry-After)",
+    504: "the request took longer than the time limit",
+}
+
+
+def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    return {s: {"model": ErrorBody, "description": _ERROR_MEANINGS[s]} for s in statuses}
+
+
+_IMAGE_ANSWER: dict[int | str, dict[str, Any]] = {
+    200: {
+        "model": ImagesBody,
+        "description": "one PNG (an image, or a grid or strip of them); with "
+        "`Accept: application/json`, base64 PNGs and their latents",
+        "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
+    }
+}
+
+_SAMPLE_ANSWER: dict[int | str, dict[str, Any]] = {
+    200: {
+        **_IMAGE_ANSWER[200],
+        "headers": {"X-Seed": {"description": "the seed used", "schema": {"type": "integer"}}},
+    }
+}
+
+# Any format Pillow reads is accepted (the bytes are sniffed; the part's own type is ignored).
+_ANY_IMAGE = {"contentType": "image/*"}
+_UPLOAD = {"type": "string", "format": "binary"}
+
+
+def _image_parts(*names: str) -> dict[str, Any]:
+    """openapi_extra for a FastAPI file route: which multipart parts are images."""
+    encoding = dict.fromkeys(names, _ANY_IMAGE)
+    return {"requestBody": {"content": {"multipart/form-data": {"encoding": encoding}}}}
+
+
+def _either_body(form: dict[str, Any], body: type[BaseModel]) -> dict[str, Any]:
+    """openapi_extra for a route that reads an upload form or a JSON body itself."""
+    images = [name for name, schema in form["properties"].items() if schema == _UPLOAD]
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {
+                    "schema": form,
+                    "encoding": dict.fromkeys(images, _ANY_IMAGE),
+                },
+                "application/json": {"schema": body.model_json_schema()},
+            },
+        }
+    }
+
+
+_NUMBERS = {"type": "array", "items": {"type": "number"}}
+
+EDIT_FORM = {
+    "type": "object",
+    "required": ["image", "attribute"],
+    "properties": {
+        "image": _UPLOAD,
+        "attribute": {
+            "type": "array",
+            "items": {"type": "string"},
+            "description": "attribute names: repeat the field or separate them with commas",
+        },
+        "strength": {
+            **_NUMBERS,
+            "description": "one, or one per attribute (default: the checkpoint's own, else 1)",
+        },
+        "strengths": {**_NUMBERS, "description": "a strip: one image per strength"},
+    },
+}
+
+INTERPOLATE_FORM = {
+    "type": "object",
+    "required": ["image_a", "image_b"],
+    "properties": {
+        "image_a": _UPLOAD,
+        "image_b": _UPLOAD,
+        "steps": {"type": "integer", "default": 8, "description": "images in the strip"},
+    },
+}
 
 
 def _is_json(request: Request) -> bool:
@@ -274,6 +413,17 @@ async def _form(request: Request) -> Any:
     return await request.form()
 
 
+def _one_integer(values: list[Any], name: str, default: int) -> int:
+    if not values:
+        return default
+    if len(values) > 1:
+        raise RequestError(f"send one {name}, got {len(values)}")
+    try:
+        return int(str(values[0]).strip())
+    except ValueError:
+        raise RequestError(f"{name} must be a whole number, got {values[0]!r}") from None
+
+
 async def _upload(form: Any, field: str) -> bytes:
     value = form.get(field)
     if value is None or isinstance(value, str):
@@ -286,27 +436,35 @@ async def _upload(form: Any, field: str) -> bytes:
 # routes
 
 
-router = APIRouter(dependencies=[Depends(require_api_key)])
+router = APIRouter(
+    dependencies=[Depends(require_api_key), Depends(single_query_values)],
+    responses=_errors(401),
+)
 health = APIRouter()
 
-EITHER_BODY = {
-    "requestBody": {
-        "content": {
-            "multipart/form-data": {"schema": {"type": "object"}},
-            "application/json": {"schema": {"type": "object"}},
-        }
-    }
-}
+# Statuses of the routes that decode uploads and run the model.
+_UPLOAD_ERRORS = _errors(400, 413, 415, 422, 503, 504)
 
 
-@router.post("/reconstruct", summary="Reconstruct a face", response_class=Response)
+@router.post(
+    "/reconstruct",
+    summary="Reconstruct a face",
+    response_class=Response,
+    responses=_IMAGE_ANSWER | _UPLOAD_ERRORS,
+    openapi_extra=_image_parts("image"),
+)
 async def reconstruct(
     request: Request, runtime: RuntimeDep, image: Annotated[UploadFile, File()]
 ) -> Response:
     return await respond(request, runtime, await runtime.reconstruct(await image.read()))
 
 
-@router.post("/sample", summary="Sample faces from the prior", response_class=Response)
+@router.post(
+    "/sample",
+    summary="Sample faces from the prior",
+    response_class=Response,
+    responses=_SAMPLE_ANSWER | _errors(422, 503, 504),
+)
 async def sample(
     request: Request,
     runtime: RuntimeDep,
@@ -317,13 +475,24 @@ async def sample(
     return await respond(request, runtime, await runtime.sample(n, chosen))
 
 
-@router.post("/encode", summary="Encode images to q(z|x)")
+@router.post(
+    "/encode",
+    summary="Encode images to q(z|x)",
+    response_model=Encoded,
+    responses=_UPLOAD_ERRORS,
+    openapi_extra=_image_parts("image"),
+)
 async def encode(runtime: RuntimeDep, image: Annotated[list[UploadFile], File()]) -> dict[str, Any]:
     mu, logvar = await runtime.encode([await upload.read() for upload in image])
     return {"mu": mu.tolist(), "logvar": logvar.tolist()}
 
 
-@router.post("/decode", summary="Decode latents to images", response_class=Response)
+@router.post(
+    "/decode",
+    summary="Decode latents to images",
+    response_class=Response,
+    responses=_IMAGE_ANSWER | _errors(400, 413, 422, 503, 504),
+)
 async def decode(request: Request, runtime: RuntimeDep, body: DecodeBody) -> Response:
     latents = runtime.latents_from(body.latents)
     return await respond(request, runtime, Rendered(await runtime.decode(latents), latents))
@@ -333,7 +502,8 @@ async def decode(request: Request, runtime: RuntimeDep, body: DecodeBody) -> Res
     "/attribute-edit",
     summary="Add or remove attributes (+Smiling, -Eyeglasses)",
     response_class=Response,
-    openapi_extra=EITHER_BODY,
+    responses=_IMAGE_ANSWER | _UPLOAD_ERRORS | _errors(404),
+    openapi_extra=_either_body(EDIT_FORM, EditBody),
 )
 async def attribute_edit(request: Request, runtime: RuntimeDep) -> Response:
     if _is_json(request):
@@ -356,7 +526,8 @@ async def attribute_edit(request: Request, runtime: RuntimeDep) -> Response:
     "/interpolate",
     summary="Walk the latent space between two faces",
     response_class=Response,
-    openapi_extra=EITHER_BODY,
+    responses=_IMAGE_ANSWER | _UPLOAD_ERRORS,
+    openapi_extra=_either_body(INTERPOLATE_FORM, InterpolateBody),
 )
 async def interpolate(request: Request, runtime: RuntimeDep) -> Response:
     if _is_json(request):
@@ -369,11 +540,17 @@ async def interpolate(request: Request, runtime: RuntimeDep) -> Response:
             [await _upload(form, "image_a"), await _upload(form, "image_b")]
         )
         z_a, z_b = mu[0], mu[1]
-        (steps,) = [int(s) for s in _floats(form.getlist("steps") or ["8"], "steps")]
+        steps = _one_integer(form.getlist("steps"), "steps", default=8)
     return await respond(request, runtime, await runtime.interpolate(z_a, z_b, steps))
 
 
-@router.post("/similarity", summary="The learned (Dis_l) and the pixel distance")
+@router.post(
+    "/similarity",
+    summary="The learned (Dis_l) and the pixel distance",
+    response_model=Similarity,
+    responses=_UPLOAD_ERRORS,
+    openapi_extra=_image_parts("image_a", "image_b"),
+)
 async def similarity(
     runtime: RuntimeDep,
     image_a: Annotated[UploadFile, File()],
@@ -382,13 +559,13 @@ async def similarity(
     return await runtime.similarity(await image_a.read(), await image_b.read())
 
 
-@router.get("/attributes", summary="Attribute vectors this model knows")
+@router.get("/attributes", summary="Attribute vectors this model knows", responses=_errors(503))
 async def attributes(runtime: RuntimeDep) -> dict[str, Any]:
     header = runtime.predictor.checkpoint.header
     return {"attributes": [{"name": name, **info} for name, info in header.attributes.items()]}
 
 
-@router.get("/model", summary="The served checkpoint")
+@router.get("/model", summary="The served checkpoint", responses=_errors(503))
 async def model_info(runtime: RuntimeDep) -> dict[str, Any]:
     predictor = runtime.predictor
     checkpoint = predictor.checkpoint
@@ -405,7 +582,12 @@ async def model_info(runtime: RuntimeDep) -> dict[str, Any]:
     }
 
 
-@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics",
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+)
 async def metrics(request: Request) -> Response:
     service_metrics: ServiceMetrics = request.app.state.metrics
     return Response(service_metrics.render(), media_type=service_metrics.content_type)
@@ -416,7 +598,12 @@ async def live() -> dict[str, str]:
     return {"status": "alive"}
 
 
-@health.get("/health/ready", summary="The model is loaded and warmed up")
+@health.get(
+    "/health/ready",
+    summary="The model is loaded and warmed up",
+    response_model=Readiness,
+    responses={503: {"model": Readiness, "description": "loading, or failed to load"}},
+)
 async def ready(request: Request) -> JSONResponse:
     runtime: Runtime | None = request.app.state.runtime
     if runtime is not None and runtime.ready:

@@ -121,7 +121,15 @@ class Runtime:
                 )
             if not all(math.isfinite(v) for v in row):
                 raise RequestError(f"latent {index} contains NaN or infinite values")
-        return torch.tensor(values, dtype=torch.float32)
+        latents = torch.tensor(values, dtype=torch.float32)
+        # Finite doubles past float32's range become infinities here, and infinities cannot be
+        # answered as JSON.
+        overflowed = (~torch.isfinite(latents)).any(dim=1).nonzero()
+        if len(overflowed):
+            raise RequestError(
+                f"latent {int(overflowed[0])} has values beyond the float32 range (about ±3.4e38)"
+            )
+        return latents
 
     def attribute_direction(self, names: Sequence[str], strengths: Sequence[float]) -> Tensor:
         """sum_i strength_i * vector(name_i); unknown names are a 422 listing the known ones."""
@@ -178,6 +186,15 @@ class Runtime:
         mu, _ = await self.encode([upload])  # type: ignore[list-item]
         return mu
 
+    @property
+    def default_edit_strength(self) -> float:
+        """The strength a checkpoint's evaluation chose for its edits (the demo model records
+        one), else 1: one attribute vector's worth of change."""
+        recorded = self.predictor.checkpoint.header.evaluation.get("edit_strength")
+        if isinstance(recorded, int | float) and 0 < recorded <= self.settings.max_strength:
+            return float(recorded)
+        return 1.0
+
     async def attribute_edit(
         self,
         z: Tensor,
@@ -189,6 +206,8 @@ class Runtime:
         if not names:
             raise RequestError("name at least one attribute")
         if strip is not None:
+            if not strip:
+                raise RequestError("'strengths' is empty; send at least one strength")
             self.check_strengths(strip)
             direction = self.attribute_direction(names, [1.0] * len(names))
             latents = z + torch.tensor(strip).unsqueeze(1) * direction  # (len(strip), z)
@@ -198,7 +217,7 @@ class Runtime:
                 nrow=len(strip),
                 extra={"strengths": list(strip)},
             )
-        strengths = list(strengths or [1.0])
+        strengths = list(strengths or [self.default_edit_strength])
         if len(strengths) == 1 and len(names) > 1:
             strengths *= len(names)
         if len(strengths) != len(names):
