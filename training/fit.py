@@ -213,6 +213,11 @@ def run_fit(args: argparse.Namespace) -> int:
         )
         if saved_tensors is not None and saved_header is not None:
             trainer.load_state(saved_tensors, saved_header)
+            final = run_dir / "model.safetensors"
+            if trainer.counters.steps >= total_steps and final.exists():
+                # A restartable job re-run after it finished: nothing to train or rewrite.
+                print(f"{run_dir} already finished {trainer.counters.steps} steps: {final}")
+                return 0
             log.info("resuming %s at step %d of %d", run_dir, trainer.counters.steps, total_steps)
         elif context.is_main:
             (run_dir / "run.json").write_text(

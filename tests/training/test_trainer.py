@@ -398,3 +398,14 @@ def test_resume_if_present_starts_then_continues(synthetic_celeba, tmp_path):
     assert _fit(synthetic_celeba, out, "--steps", "4", "--resume-if-present") == 0
     assert load_checkpoint(out / "model.safetensors").header.step == 4
     assert [r["step"] for r in read_metrics(out / "metrics.jsonl")] == [2, 4]
+
+
+def test_resume_if_present_on_a_finished_run_changes_nothing(synthetic_celeba, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert _fit(synthetic_celeba, out, "--steps", "2", "--resume-if-present") == 0
+    final = out / "model.safetensors"
+    before = (final.read_bytes(), final.stat().st_mtime_ns)
+    capsys.readouterr()
+    assert _fit(synthetic_celeba, out, "--steps", "2", "--resume-if-present") == 0
+    assert "already finished 2 steps" in capsys.readouterr().out
+    assert (final.read_bytes(), final.stat().st_mtime_ns) == before
