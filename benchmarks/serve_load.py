@@ -37,13 +37,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import io
 import os
 import re
 import resource
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -58,40 +55,25 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import httpx
 import torch
 
-from model.checkpoint import load_checkpoint, save_checkpoint
-from model.codec import Preprocessing, encode_png, load_image_tensor
-from model.config import get_preset
-from model.networks import build_vaegan
+from benchmarks.harness import (
+    Server,
+    add_server_setting_option,
+    face_jpeg,
+    make_checkpoint,
+    percentile,
+    server_settings_env,
+)
+from model.checkpoint import load_checkpoint
+from model.codec import encode_png, load_image_tensor
 from service.client import AsyncVAEGANClient
 from service.predictor import Predictor
-from training.synth import face_rng, render_face, sample_face
 
-ROOT = Path(__file__).resolve().parents[1]
 MODES: dict[str, dict[str, str]] = {
     "on": {},  # the service's defaults
     "off": {"--max-batch-size": "1", "--max-batch-delay-ms": "0"},
 }
 ENDPOINTS = ("reconstruct", "sample")
 BARE_BATCH = 32
-
-
-# --------------------------------------------------------------------------------------------
-# inputs
-
-
-def make_checkpoint(directory: Path) -> Path:
-    """An untrained small64 model: the timings do not depend on the weights' values."""
-    model = build_vaegan(get_preset("small64"), seed=0).eval()
-    return save_checkpoint(
-        directory / "small64.safetensors", model, preprocessing=Preprocessing(64)
-    )
-
-
-def face_jpeg() -> bytes:
-    """One 178x218 synthetic face, as a CelebA-like JPEG upload."""
-    buffer = io.BytesIO()
-    render_face(sample_face(face_rng(0, 0))).save(buffer, format="JPEG", quality=95)
-    return buffer.getvalue()
 
 
 # --------------------------------------------------------------------------------------------
@@ -156,66 +138,7 @@ def measure_bare(checkpoint: Path, upload: bytes, repeats: int) -> Bare:
 
 
 # --------------------------------------------------------------------------------------------
-# the server
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-class Server:
-    """`python -m service` in a subprocess, ready when `start` returns."""
-
-    def __init__(
-        self, checkpoint: Path, options: dict[str, str], log: Path, extra_env: dict[str, str]
-    ) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        command = [sys.executable, "-m", "service", "--checkpoint", str(checkpoint)]
-        command += ["--port", str(self.port), "--device", "cpu", "--log-level", "warning"]
-        for name, value in options.items():
-            command += [name, value]
-        # Only the options given here: a VAEGAN_* variable in the shell would skew a mode.
-        env = {k: v for k, v in os.environ.items() if not k.startswith("VAEGAN_")}
-        env |= extra_env
-        self.log = log
-        self._log_file = log.open("wb")
-        self.process = subprocess.Popen(
-            command, cwd=ROOT, env=env, stdout=self._log_file, stderr=subprocess.STDOUT
-        )
-
-    def wait_ready(self, timeout_s: float = 120.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                break
-            try:
-                if httpx.get(f"{self.url}/health/ready", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"the server did not become ready; its log:\n{self.log.read_text()}")
-
-    def cpu_seconds(self) -> float:
-        """User + system CPU of the server process so far (Linux /proc; 0 elsewhere)."""
-        try:
-            fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            return 0.0
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        self._log_file.close()
+# the server's metrics
 
 
 _METRIC = re.compile(r'^(vaegan_\w+)\{operation="(\w+)"\} ([0-9.eE+-]+)$', re.MULTILINE)
@@ -252,8 +175,7 @@ class Cell:
         return self.requests / self.seconds
 
     def percentile(self, q: float) -> float:
-        ordered = sorted(self.latencies_ms)
-        return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+        return percentile(self.latencies_ms, q)
 
 
 async def drive(
@@ -423,6 +345,51 @@ def print_bare(bare: Bare, when: str) -> None:
 # --------------------------------------------------------------------------------------------
 
 
+@dataclass
+class Sweep:
+    cells: list[Cell]
+    bare: Bare  # the better of before and after the sweep
+
+
+def run_sweep(
+    checkpoint: Path,
+    work_dir: Path,
+    *,
+    modes: Sequence[str] = tuple(MODES),
+    endpoints: Sequence[str] = ENDPOINTS,
+    concurrencies: Sequence[int] = (1, 4, 16, 32, 64),
+    quick: bool = False,
+    server_env: dict[str, str] | None = None,
+) -> Sweep:
+    """The bare model, then every (mode, endpoint, concurrency) cell, then the bare model again;
+    progress lines as it goes. Server logs go to `work_dir`."""
+    upload = face_jpeg()
+    repeats = 20 if quick else 60
+    bare = measure_bare(checkpoint, upload, repeats)
+    print_bare(bare, "before the sweep")
+    cells: list[Cell] = []
+    for mode in modes:
+        server = Server(checkpoint, MODES[mode], work_dir / f"server-{mode}.log", server_env or {})
+        try:
+            server.wait_ready()
+            for endpoint in endpoints:
+                for concurrency in concurrencies:
+                    count = request_count(concurrency, quick)
+                    cell = asyncio.run(
+                        measure_cell(server, mode, endpoint, concurrency, count, upload)
+                    )
+                    cells.append(cell)
+                    print(
+                        f"  batching {mode:3} {endpoint:11} c={concurrency:<3} "
+                        f"{cell.rps:7.1f} req/s  p50 {cell.percentile(50):6.1f} ms",
+                        flush=True,
+                    )
+        finally:
+            server.stop()
+    # Again with the servers gone; the better of the two runs is the reference.
+    return Sweep(cells, best_of(bare, measure_bare(checkpoint, upload, repeats)))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", type=Path, help="serve this instead of a fresh small64")
@@ -436,20 +403,9 @@ def main() -> None:
     parser.add_argument(
         "--modes", nargs="+", choices=list(MODES), default=list(MODES), help="batching on/off"
     )
-    parser.add_argument(
-        "--server-setting",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="a service setting for both modes, e.g. torch_threads=1 (as VAEGAN_TORCH_THREADS)",
-    )
+    add_server_setting_option(parser)
     args = parser.parse_args()
-    server_env = {}
-    for item in args.server_setting:
-        name, separator, value = item.partition("=")
-        if not separator:
-            parser.error(f"--server-setting wants NAME=VALUE, got {item!r}")
-        server_env[f"VAEGAN_{name.upper()}"] = value
+    server_env = server_settings_env(parser, args.server_setting)
 
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
@@ -460,46 +416,27 @@ def main() -> None:
     if load > 0.5 * (cores or 1):
         print("warning: the machine is busy; the figures below will be pessimistic")
 
-    upload = face_jpeg()
     with tempfile.TemporaryDirectory(prefix="serve-load-") as tmp:
         checkpoint = args.checkpoint or make_checkpoint(Path(tmp))
-        print(f"checkpoint {checkpoint}, upload {len(upload):,} bytes (178x218 JPEG)")
+        print(f"checkpoint {checkpoint}, upload {len(face_jpeg()):,} bytes (178x218 JPEG)")
         if server_env:
             print(f"server environment: {server_env}")
-
-        repeats = 20 if args.quick else 60
-        bare = measure_bare(checkpoint, upload, repeats)
-        print_bare(bare, "before the sweep")
-
-        cells: list[Cell] = []
-        for mode in args.modes:
-            log = Path(tmp) / f"server-{mode}.log"
-            server = Server(checkpoint, MODES[mode], log, server_env)
-            try:
-                server.wait_ready()
-                for endpoint in args.endpoints:
-                    for concurrency in args.concurrency:
-                        count = request_count(concurrency, args.quick)
-                        cell = asyncio.run(
-                            measure_cell(server, mode, endpoint, concurrency, count, upload)
-                        )
-                        cells.append(cell)
-                        print(
-                            f"  batching {mode:3} {endpoint:11} c={concurrency:<3} "
-                            f"{cell.rps:7.1f} req/s  p50 {cell.percentile(50):6.1f} ms",
-                            flush=True,
-                        )
-            finally:
-                server.stop()
-        # Again with the servers gone; the better of the two runs is the reference.
-        bare = best_of(bare, measure_bare(checkpoint, upload, repeats))
+        sweep = run_sweep(
+            checkpoint,
+            Path(tmp),
+            modes=args.modes,
+            endpoints=args.endpoints,
+            concurrencies=args.concurrency,
+            quick=args.quick,
+            server_env=server_env,
+        )
 
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
     print(f"\nload average {load:.2f} at the end (this benchmark's own load included)\n")
-    print_table(cells)
-    print_bare(bare, "the better of before and after the sweep")
+    print_table(sweep.cells)
+    print_bare(sweep.bare, "the better of before and after the sweep")
     if "reconstruct" in args.endpoints:
-        print_checks(cells, bare, args.concurrency)
+        print_checks(sweep.cells, sweep.bare, args.concurrency)
 
 
 if __name__ == "__main__":

@@ -18,8 +18,10 @@ import hashlib
 import json
 import math
 import os
+import re
 import struct
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata as importlib_metadata
@@ -211,10 +213,18 @@ def unwrap_model(model: nn.Module) -> nn.Module:
         model = inner
 
 
+# atomic_write_bytes writes `.<target name>.<random>.tmp` next to the target (mkstemp's random
+# part has no dot), so a temporary names the file it was going to become.
+_TEMPORARY_SUFFIX = ".tmp"
+_TEMPORARY_NAME = re.compile(r"^\.(?P<target>.+)\.[^.]+\.tmp$")
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write `data` to `path` so that readers see either the old file or the complete new one."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, temp_name = tempfile.mkstemp(
+        dir=path.parent, prefix=f".{path.name}.", suffix=_TEMPORARY_SUFFIX
+    )
     try:
         # mkstemp creates owner-only files; give the file the mode a plain open() would, so a
         # service running as another user can read a mounted checkpoint.
@@ -228,6 +238,32 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         Path(temp_name).unlink(missing_ok=True)
         raise
     _fsync_directory(path.parent)
+
+
+def temporary_target(name: str) -> str | None:
+    """The file name an `atomic_write_bytes` temporary called `name` was to become, else None."""
+    match = _TEMPORARY_NAME.match(name)
+    return match["target"] if match else None
+
+
+def remove_stale_temporaries(directory: Path, owned: Callable[[str], bool]) -> list[Path]:
+    """Delete the temporaries in `directory` of the files for which `owned(target name)` holds.
+
+    A writer killed with SIGKILL (or by a power cut) between creating its temporary and renaming
+    it leaves the temporary behind; nothing else ever removes it. Call this only for files that
+    no other process may be writing right now, such as a run folder's own files at start-up.
+    """
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(directory))
+    except FileNotFoundError:
+        return removed
+    for entry in entries:
+        target = temporary_target(entry.name)
+        if target is not None and owned(target) and entry.is_file(follow_symlinks=False):
+            Path(entry.path).unlink(missing_ok=True)
+            removed.append(Path(entry.path))
+    return removed
 
 
 def _current_umask() -> int:

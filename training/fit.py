@@ -16,6 +16,8 @@ from training.data import DatasetError, open_dataset
 from training.distributed import init_distributed
 from training.recipe import Recipe
 from training.trainer import (
+    FINAL_CHECKPOINT,
+    LOSS_CURVES,
     METRICS_FILE,
     STATE_FILE,
     Trainer,
@@ -23,6 +25,8 @@ from training.trainer import (
     TrainingError,
     load_training_state,
     plot_loss_curves,
+    remove_stale_temporaries_of_run,
+    truncate_metrics,
 )
 
 log = logging.getLogger(__name__)
@@ -194,6 +198,11 @@ def run_fit(args: argparse.Namespace) -> int:
 
     if context.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
+        for stale in remove_stale_temporaries_of_run(run_dir):
+            log.info("removed %s, left half-written by a killed run", stale)
+        if saved_header is None:
+            # Steps a run killed before its first saved state logged; this run logs them again.
+            truncate_metrics(run_dir / METRICS_FILE, 0)
     model = build_vaegan(config, seed=recipe.seed)
     workers = (
         args.workers if args.workers is not None else (4 if context.device.type == "cuda" else 0)
@@ -213,7 +222,7 @@ def run_fit(args: argparse.Namespace) -> int:
         )
         if saved_tensors is not None and saved_header is not None:
             trainer.load_state(saved_tensors, saved_header)
-            final = run_dir / "model.safetensors"
+            final = run_dir / FINAL_CHECKPOINT
             if trainer.counters.steps >= total_steps and final.exists():
                 # A restartable job re-run after it finished: nothing to train or rewrite.
                 print(f"{run_dir} already finished {trainer.counters.steps} steps: {final}")
@@ -257,15 +266,17 @@ def _finish(trainer: Trainer, args: argparse.Namespace) -> None:
         evaluation_extra["attributes"] = {"images": report.images, "skipped": list(report.skipped)}
     metadata = trainer.checkpoint_metadata()
     metadata["evaluation"] |= evaluation_extra
+    plot_loss_curves(trainer.run_dir / METRICS_FILE, trainer.run_dir / LOSS_CURVES)
+    # Written last: a run whose final checkpoint exists is complete, and a re-run with
+    # --resume-if-present returns at once instead of finishing what a kill interrupted.
     final = save_checkpoint(
-        trainer.run_dir / "model.safetensors",
+        trainer.run_dir / FINAL_CHECKPOINT,
         trainer.model,
         preprocessing=trainer.preprocessing,
         step=trainer.counters.steps,
         attributes=attributes,
         **metadata,
     )
-    plot_loss_curves(trainer.run_dir / METRICS_FILE, trainer.run_dir / "loss_curves.png")
     print(f"trained {trainer.counters.steps} steps; final checkpoint {final}")
     if attributes:
         print(f"attribute vectors: {', '.join(attributes)}")

@@ -15,12 +15,13 @@ counters) is in the state file.
 from __future__ import annotations
 
 import contextlib
+import fnmatch
+import io
 import json
 import logging
 import math
-import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from model.checkpoint import atomic_write_bytes, save_checkpoint
+from model.checkpoint import atomic_write_bytes, remove_stale_temporaries, save_checkpoint
 from model.codec import Preprocessing, encode_png, make_grid
 from model.networks import VAEGAN
 from training import losses
@@ -43,6 +44,14 @@ STATE_FILE = "state.safetensors"
 STATE_FORMAT = "vaegan-training-state"
 STATE_VERSION = 1
 METRICS_FILE = "metrics.jsonl"
+FINAL_CHECKPOINT = "model.safetensors"
+LOSS_CURVES = "loss_curves.png"
+# The files of a run folder written through atomic_write_bytes, by subfolder.
+_RUN_FILES: dict[str, tuple[str, ...]] = {
+    ".": (STATE_FILE, METRICS_FILE, FINAL_CHECKPOINT, LOSS_CURVES),
+    "checkpoints": ("step-*.safetensors",),
+    "samples": ("samples-*.png", "reconstructions-*.png"),
+}
 NETWORK_NAMES = ("encoder", "decoder", "discriminator")
 
 
@@ -659,6 +668,22 @@ def load_training_state(path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
     return tensors, header
 
 
+def remove_stale_temporaries_of_run(run_dir: Path) -> list[Path]:
+    """Delete the temporary files a killed run left half-written in `run_dir`.
+
+    Only the temporaries of the run's own files go: one process trains in a run folder, so at
+    start-up none of them can belong to a live writer; anything else in the folder is kept.
+    """
+    removed: list[Path] = []
+    for folder, patterns in _RUN_FILES.items():
+        removed += remove_stale_temporaries(run_dir / folder, _matching(patterns))
+    return removed
+
+
+def _matching(patterns: tuple[str, ...]) -> Callable[[str], bool]:
+    return lambda name: any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns)
+
+
 def truncate_metrics(path: Path, last_step: int) -> None:
     """Drop metric lines a killed run logged after its last saved state."""
     if not path.exists():
@@ -715,8 +740,8 @@ def plot_loss_curves(metrics_path: Path, out_path: Path) -> bool:
         axis.grid(alpha=0.3)
     figure.supxlabel("step")
     figure.tight_layout()
-    temporary = out_path.with_name(f".{out_path.name}.{os.getpid()}.tmp")
-    figure.savefig(temporary, format="png", dpi=100)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100)
     plt.close(figure)
-    temporary.replace(out_path)
+    atomic_write_bytes(out_path, buffer.getvalue())
     return True
