@@ -118,14 +118,19 @@ class MicroBatcher:
     def queued_rows(self) -> int:
         return self._queued_rows
 
+    def check_capacity(self, rows: int) -> None:
+        """Raise QueueFullError now if `rows` more would not fit: callers check before costly
+        work such as decoding uploads, so a refusal under overload is fast."""
+        if self._queued_rows + rows > self.max_queue:
+            raise QueueFullError(
+                f"{self._queued_rows} images are already waiting (limit {self.max_queue})"
+            )
+
     async def submit(self, operation: str, rows: Tensor) -> tuple[Tensor, ...]:
         """Run `operation` on `rows` (N, ...) as part of shared batches; outputs keep row order."""
         if self._closed:
             raise BatcherClosedError("the service is shutting down")
-        if self._queued_rows + rows.shape[0] > self.max_queue:
-            raise QueueFullError(
-                f"{self._queued_rows} images are already waiting (limit {self.max_queue})"
-            )
+        self.check_capacity(rows.shape[0])
         loop = asyncio.get_running_loop()
         jobs = []
         # Oversized requests are split so no forward pass exceeds max_batch_size.

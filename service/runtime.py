@@ -94,6 +94,8 @@ class Runtime:
                 f"{self.settings.max_images_per_request} per request",
                 413,
             )
+        # Refuse before decoding when the queue is already full: decoding is most of the cost.
+        self.batcher.check_capacity(len(uploads))
         prep = self.predictor.preprocessing
         with self.batcher.expecting():
             tensors = await asyncio.gather(

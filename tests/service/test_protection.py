@@ -208,6 +208,24 @@ def test_queue_full_is_503_with_retry_after_and_the_server_keeps_serving(checkpo
         server.stop()
 
 
+def test_a_full_queue_refuses_uploads_before_decoding_them(checkpoint_path):
+    server = start_server(checkpoint_path, max_queue=4)
+    batcher = server.server.config.app.state.runtime.batcher
+    try:
+        with server.client() as client:
+            garbage = {"image": ("x.png", b"not an image at all", "image/png")}
+            assert client.post("/reconstruct", files=garbage).status_code == 415
+            # Hold the queue full, as a burst of waiting requests would: the refusal must come
+            # before the upload is decoded (a 503, not the 415 decoding would give).
+            batcher._queued_rows = 4
+            busy = client.post("/reconstruct", files=garbage)
+            assert busy.status_code == 503 and busy.headers["retry-after"] == "1"
+            batcher._queued_rows = 0
+            assert client.post("/reconstruct", files={"image": FACE}).status_code == 200
+    finally:
+        server.stop()
+
+
 def test_a_request_over_its_time_is_504_and_the_server_keeps_serving(checkpoint_path):
     # 64 samples through batch-1 forwards take far longer than the 10 ms budget.
     server = start_server(checkpoint_path, request_timeout_s=0.01, max_batch_size=1)
