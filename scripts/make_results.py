@@ -116,9 +116,17 @@ def main() -> int:
     )
 
     judge = load_judge(bundled_judge_path())
-    (args.docs / "results.md").write_text(render(vaegan, vae, reports, judge.header.test_accuracy))
+    minutes = {name: training_minutes(args.run_dir / name) for name in ("vaegan", "vae")}
+    (args.docs / "results.md").write_text(
+        render(vaegan, vae, reports, judge.header.test_accuracy, minutes)
+    )
     print(f"wrote {(args.docs / 'results.md').relative_to(ROOT)}")
     return 0
+
+
+def training_minutes(run: Path) -> float:
+    """Wall time of a run: from its run.json (written at the start) to its final checkpoint."""
+    return ((run / "model.safetensors").stat().st_mtime - (run / "run.json").stat().st_mtime) / 60
 
 
 def render(
@@ -126,10 +134,10 @@ def render(
     vae: Checkpoint,
     reports: dict[str, dict[str, Any]],
     judge_accuracy: dict[str, float],
+    minutes: dict[str, float],
 ) -> str:
     gan, plain = reports["vaegan"], reports["vae"]
     header = vaegan.header
-    training = header.evaluation.get("training", {})
     strength = gan["judge"]["edit_strength"]
     rows = [
         ("Reconstruction MSE (lower is better)", "reconstruction_mse", number),
@@ -174,7 +182,9 @@ def render(
         steps=f"{header.step:,}",
         images=f"{header.dataset.get('images', 0):,}",
         command=header.recipe.get("command", ""),
-        seconds=training.get("seconds", float("nan")),
+        vaegan_minutes=f"{minutes['vaegan']:.0f}",
+        vae_minutes=f"{minutes['vae']:.0f}",
+        analysis=(ROOT / "scripts" / "results_analysis.md").read_text().strip(),
         table="\n".join(table),
         per_attribute="\n".join(per_attribute),
         strength=f"{strength:g}",

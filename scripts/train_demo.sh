@@ -30,13 +30,20 @@ common=(--data "$data" --preset medium64 --batch-size 64 --steps "$steps" --seed
 vaegan-train fit --out "$run_dir/vaegan" --objective vaegan --decoder-loss non-saturating "${common[@]}"
 vaegan-train fit --out "$run_dir/vae" --objective vae "${common[@]}"
 
-# 4. Into the package: the VAE-GAN with float16 weights (checked against float32), the judge.
+# 4. One edit strength for every attribute, chosen on validation faces; then into the package:
+#    the VAE-GAN with float16 weights (checked against float32) and the judge.
+python scripts/choose_edit_strength.py "$run_dir/vaegan/model.safetensors" --data "$data" \
+    --judge "$run_dir/judge.safetensors" >"$run_dir/vaegan/edit_strength.json"
 python scripts/bundle_demo.py "$run_dir"
+strength=$(python -c 'import json, sys; print(json.load(open(sys.argv[1]))["edit_strength"])' \
+    "$run_dir/vaegan/edit_strength.json")
 
-# 5. The bundled model and the VAE, scored by the judge on 1,000 held-out test faces, then the
-#    tables and pictures of docs/results.md.
-vaegan-train evaluate --checkpoint model/assets/demo-medium64.safetensors --data "$data" \
-    --split test --judge "$run_dir/judge.safetensors" --json --quiet >"$run_dir/vaegan/evaluation.json"
-vaegan-train evaluate --checkpoint "$run_dir/vae/model.safetensors" --data "$data" \
-    --split test --judge "$run_dir/judge.safetensors" --json --quiet >"$run_dir/vae/evaluation.json"
+# 5. The bundled model and the VAE, scored by the judge on 1,000 held-out test faces at that
+#    strength, then the tables and pictures of docs/results.md.
+for model in model/assets/demo-medium64.safetensors "$run_dir/vae/model.safetensors"; do
+    name=$([[ $model == model/* ]] && echo vaegan || echo vae)
+    vaegan-train evaluate --checkpoint "$model" --data "$data" --split test --count 1000 \
+        --judge "$run_dir/judge.safetensors" --edit-strength "$strength" --json --quiet \
+        >"$run_dir/$name/evaluation.json"
+done
 python scripts/make_results.py "$run_dir" --data "$data"

@@ -23,6 +23,21 @@ def test_ci_runs_the_readme_test_command_verbatim():
     assert commands[0] in ci_lines
 
 
+def test_the_readme_serve_command_needs_nothing_but_the_package():
+    readme = (ROOT / "README.md").read_text()
+    (command,) = [
+        line.strip()
+        for block in _shell_blocks(readme)
+        for line in block.splitlines()
+        if "pip install" in line and "vaegan-serve" in line
+    ]
+    # The bundled demo model: no data to generate, no training, no checkpoint argument.
+    assert command.endswith("pip install -e . && vaegan-serve"), command
+    from model.demo import demo_checkpoint_path
+
+    assert demo_checkpoint_path().is_file()
+
+
 def test_ci_installs_the_local_cpu_torch_first():
     ci = (ROOT / ".ci" / "run").read_text()
     assert ci.index("pip install torch==2.13.0") < ci.index('pip install -e ".[dev]"')

@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from model.demo import DEMO_CHECKPOINT_NAME
 from service.app import create_app
 from service.settings import ServiceSettings
 
@@ -93,6 +94,8 @@ def test_compose_operational_settings():
     mount = next(v for v in api["volumes"] if v["target"] == "/checkpoints")
     assert mount["read_only"] is True and Path(mount["source"]) == ROOT / "checkpoints"
     assert api["restart"] == "unless-stopped"
+    # Unset, compose passes an empty value, which the service reads as "the bundled demo model".
+    assert api["environment"]["VAEGAN_CHECKPOINT"] == ""
     assert "/health/ready" in " ".join(api["healthcheck"]["test"])
     grace = api["stop_grace_period"]
     assert grace.endswith("s") and int(grace[:-1]) > 10, "longer than uvicorn's 10 s drain"
@@ -150,35 +153,22 @@ def test_the_images_cmd_runs_as_written(tmp_path):
     subprocess.run([*pip, *requirements], check=True, timeout=600)
     subprocess.run([*pip, "--no-deps", str(ROOT)], check=True, timeout=600)
 
-    checkpoint = _small_checkpoint(tmp_path)
     (cmd,) = [json.loads(a) for k, a in _dockerfile_instructions() if k == "CMD"]
     port = free_port()
     cmd = [str(venv / "bin" / cmd[0]), *cmd[1:]]
     cmd[cmd.index("--port") + 1] = str(port)  # a free port here; 8000 inside the container
     # The image's PATH starts with its venv; here the fresh venv takes that place.
     env = {**_image_environment(), "PATH": f"{venv / 'bin'}:/usr/bin:/bin"}
-    # The bundled demo model arrives with its own issue; until then serve one made here.
-    env["VAEGAN_CHECKPOINT"] = str(checkpoint)
     env["VAEGAN_DEVICE"] = "cpu"
     process = subprocess.Popen(
         cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     try:
         wait_until_ready(f"http://127.0.0.1:{port}", process, timeout=120)
-        assert httpx.get(f"http://127.0.0.1:{port}/model").json()["device"] == "cpu"
+        info = httpx.get(f"http://127.0.0.1:{port}/model").json()
+        assert info["device"] == "cpu"
+        # The demo model came with the non-editable install, as package data.
+        assert info["path"].startswith(str(venv)) and info["path"].endswith(DEMO_CHECKPOINT_NAME)
     finally:
         process.terminate()
         process.communicate(timeout=30)
-
-
-def _small_checkpoint(directory: Path) -> Path:
-    from model.checkpoint import save_checkpoint
-    from model.codec import Preprocessing
-    from model.config import get_preset
-    from model.networks import build_vaegan
-
-    return save_checkpoint(
-        directory / "model.safetensors",
-        build_vaegan(get_preset("small64"), seed=0).eval(),
-        preprocessing=Preprocessing(64),
-    )
