@@ -474,7 +474,7 @@ class OverloadReport:
     after_failures: int
     queue_rows_after: float = math.nan
     rejected_by_kind: dict[str, int] = field(default_factory=dict)
-    # Uploads are decoded before the queue is asked, so their 503s take longer than samples'.
+    # By kind: uploads are read (not decoded) before a full queue refuses them, samples are not.
     rejected_p50_by_kind_ms: dict[str, float] = field(default_factory=dict)
 
     def recovered(

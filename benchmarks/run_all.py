@@ -513,7 +513,7 @@ def write_report(
     kinds = list(first.rejected_p50_by_kind_ms)
     lines += [
         "",
-        "503 median latency by kind, ms (uploads are decoded before the queue is asked): "
+        "503 median latency by kind, ms (a 503 waits its turn for the two cores like any request): "
         + ", ".join(
             f"{kind} {median([r.rejected_p50_by_kind_ms[kind] for r in over]):.1f}"
             for kind in kinds
