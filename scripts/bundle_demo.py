@@ -77,8 +77,8 @@ def main() -> int:
     with torch.no_grad():
         trained.model.eval()
         bundled.model.eval()
-        before = trained.model.decode(trained.model.encode(images).mu)
-        after = bundled.model.decode(bundled.model.encode(images).mu)
+        before = trained.model.reconstruct(images)
+        after = bundled.model.reconstruct(images)
     change = (before - after).abs().mean().item()
     print(f"float16 weights change reconstructions by {change * 127.5:.3f} grey levels on average")
     if change > MAX_MEAN_ABS_CHANGE:

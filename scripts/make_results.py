@@ -44,12 +44,6 @@ def save_picture(images: torch.Tensor, nrow: int, path: Path) -> None:
     print(f"wrote {path.relative_to(ROOT)}")
 
 
-@torch.no_grad()
-def reconstruct(checkpoint: Checkpoint, images: torch.Tensor) -> torch.Tensor:
-    model = checkpoint.model.eval()
-    return model.decode(model.encode(images).mu)
-
-
 def first_without(faces: CelebADataset, attribute: str, skip: int = 0) -> torch.Tensor:
     column = faces.attribute_names.index(attribute)
     rows = (faces.labels[:, column] < 0).nonzero().flatten()
@@ -85,7 +79,10 @@ def main() -> int:
         samples = generate_samples(checkpoint.model, 32, seed=0)
         save_picture(samples, 8, images_dir / f"samples-{name}.png")
     inputs = torch.stack([faces.load(i) for i in range(10)])
-    rows = torch.cat([inputs, reconstruct(vae, inputs), reconstruct(vaegan, inputs)])
+    with torch.no_grad():
+        rows = torch.cat(
+            [inputs, vae.model.eval().reconstruct(inputs), vaegan.model.eval().reconstruct(inputs)]
+        )
     save_picture(rows, 10, images_dir / "reconstructions.png")
     strips = torch.cat(
         [
