@@ -24,7 +24,14 @@ from model.codec import (
     make_grid,
     open_image,
 )
-from model.config import PRESETS, ConfigError, VAEGANConfig, get_preset, make_config
+from model.config import (
+    OBJECTIVES,
+    PRESETS,
+    ConfigError,
+    VAEGANConfig,
+    get_preset,
+    make_config,
+)
 from model.networks import (
     VAEGAN,
     Decoder,
@@ -32,11 +39,13 @@ from model.networks import (
     DiscriminatorOutput,
     Encoder,
     EncoderOutput,
+    JointDiscriminator,
     build_vaegan,
     parameter_count,
 )
 
 __all__ = [
+    "OBJECTIVES",
     "PRESETS",
     "VAEGAN",
     "AttributeVector",
@@ -55,6 +64,7 @@ __all__ = [
     "ImageError",
     "ImageLimits",
     "ImageTooLargeError",
+    "JointDiscriminator",
     "Preprocessing",
     "UnsupportedImageError",
     "VAEGANConfig",

@@ -4,8 +4,9 @@ Layout:
 - tensors `encoder.*`, `decoder.*`, `discriminator.*`: the plain modules' state dicts;
 - tensors `attributes.<name>`: one (latent_dim,) attribute vector per attribute;
 - metadata `format` = "vaegan-checkpoint" and `vaegan` = a JSON header: format version, model
-  config, preprocessing, data set, training step and recipe, attribute names with the example
-  counts behind each vector, evaluation figures.
+  config, the training objective (vaegan, vae, gan or ali), preprocessing, data set, training
+  step and recipe, attribute names with the example counts behind each vector, evaluation
+  figures.
 
 Nothing is ever unpickled: safetensors holds raw tensors and JSON only. Writes go to a temporary
 file that is fsynced and renamed over the target, so a reader sees the old file or the new one,
@@ -35,7 +36,7 @@ from safetensors.torch import save as safetensors_save
 from torch import Tensor, nn
 
 from model.codec import Preprocessing
-from model.config import ConfigError, VAEGANConfig
+from model.config import OBJECTIVES, ConfigError, VAEGANConfig, discriminator_for
 from model.networks import VAEGAN
 
 FORMAT_NAME = "vaegan-checkpoint"
@@ -77,6 +78,9 @@ class CheckpointHeader:
 
     config: VAEGANConfig
     preprocessing: Preprocessing
+    # What the weights were trained for. Files from before ALI lack the field; theirs is the
+    # recipe's objective, else "vaegan".
+    objective: str = "vaegan"
     step: int = 0
     dataset: dict[str, Any] = field(default_factory=dict)
     recipe: dict[str, Any] = field(default_factory=dict)
@@ -91,6 +95,7 @@ class CheckpointHeader:
         return {
             "format_version": self.format_version,
             "config": self.config.to_dict(),
+            "objective": self.objective,
             "preprocessing": self.preprocessing.to_dict(),
             "step": self.step,
             "dataset": self.dataset,
@@ -155,6 +160,7 @@ def save_checkpoint(
             f"preprocessing produces {preprocessing.channels}x{preprocessing.image_size}px images "
             f"but the model takes {config.channels}x{config.image_size}px"
         )
+    objective = check_objective(str((recipe or {}).get("objective", "vaegan")), config)
     attributes = attributes or {}
     parameter_names = {name for name, _ in vaegan.named_parameters()}
     tensors: dict[str, Tensor] = {
@@ -175,6 +181,7 @@ def save_checkpoint(
     header = CheckpointHeader(
         config=config,
         preprocessing=preprocessing,
+        objective=objective,
         step=int(step),
         dataset=dict(dataset or {}),
         recipe=dict(recipe or {}),
@@ -188,6 +195,18 @@ def save_checkpoint(
     target = Path(path)
     atomic_write_bytes(target, data)
     return target
+
+
+def check_objective(objective: str, config: VAEGANConfig) -> str:
+    """`objective` if it is known and matches the networks' discriminator, else ValueError."""
+    if objective not in OBJECTIVES:
+        raise ValueError(f"unknown objective {objective!r}; known: {', '.join(OBJECTIVES)}")
+    if discriminator_for(objective) != config.discriminator:
+        raise ValueError(
+            f"objective {objective!r} trains the {discriminator_for(objective)} discriminator "
+            f"but the model has the {config.discriminator} one"
+        )
+    return objective
 
 
 def _check_attribute(name: str, attribute: AttributeVector, latent_dim: int) -> None:
@@ -460,12 +479,17 @@ def _parse_vaegan_header(path: Path, raw: dict[str, Any]) -> CheckpointHeader:
                 "negatives": int(entry["negatives"]),
                 "norm": float(entry.get("norm", math.nan)),
             }
+        recipe = dict(info.get("recipe", {}))
+        objective = check_objective(
+            str(info.get("objective") or recipe.get("objective") or "vaegan"), config
+        )
         return CheckpointHeader(
             config=config,
             preprocessing=preprocessing,
+            objective=objective,
             step=int(info.get("step", 0)),
             dataset=dict(info.get("dataset", {})),
-            recipe=dict(info.get("recipe", {})),
+            recipe=recipe,
             evaluation=dict(info.get("evaluation", {})),
             attributes=attributes,
             format_version=version,

@@ -13,6 +13,16 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 InitScheme = Literal["authors", "pytorch"]
+# "image" is the VAE-GAN's D(x); "joint" is ALI's D(x, z) (Dumoulin et al. 2016).
+DiscriminatorKind = Literal["image", "joint"]
+# What a model was trained for; a checkpoint records it. "ali" needs the joint discriminator,
+# every other objective the image one.
+Objective = Literal["vaegan", "vae", "gan", "ali"]
+OBJECTIVES: tuple[Objective, ...] = ("vaegan", "vae", "gan", "ali")
+
+
+def discriminator_for(objective: str) -> DiscriminatorKind:
+    return "joint" if objective == "ali" else "image"
 
 
 class ConfigError(ValueError):
@@ -43,6 +53,11 @@ class VAEGANConfig:
     discriminator_first_channels: int = 32
     discriminator_channels: tuple[int, ...] = (128, 256, 256)
     discriminator_fc: int = 512
+    # "joint" (ALI) keeps the image layers above (with leaky ReLUs) and adds a latent branch of
+    # two discriminator_fc-wide layers and joint layers 2 * discriminator_fc wide, with dropout
+    # after every hidden layer as in the ALI paper.
+    discriminator: DiscriminatorKind = "image"
+    joint_dropout: float = 0.2
     # Batch norm as in the authors' DeepPy code: momentum 0.9 there is 0.1 in PyTorch's convention;
     # eps 1e-6 for the spatial (conv) BN, DeepPy's default 1e-5 for the fully connected BN.
     bn_momentum: float = 0.1
@@ -118,6 +133,10 @@ class VAEGANConfig:
             problems.append("batch-norm eps values must be positive")
         if self.init not in ("authors", "pytorch"):
             problems.append(f"init must be 'authors' or 'pytorch', got {self.init!r}")
+        if self.discriminator not in ("image", "joint"):
+            problems.append(f"discriminator must be 'image' or 'joint', got {self.discriminator!r}")
+        if not 0.0 <= self.joint_dropout < 1.0:
+            problems.append(f"joint_dropout must be in [0, 1), got {self.joint_dropout}")
         if not math.isfinite(self.init_gain) or self.init_gain <= 0:
             problems.append(f"init_gain must be a positive number, got {self.init_gain}")
         if problems:

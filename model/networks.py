@@ -1,6 +1,7 @@
-"""The three VAE-GAN networks (Larsen et al. 2016, section 2 and the authors' `architectures.py`).
+"""The three VAE-GAN networks (Larsen et al. 2016, section 2 and the authors' `architectures.py`),
+and ALI's joint discriminator (Dumoulin et al. 2016), which replaces D for `--objective ali`.
 
-All three are plain `nn.Module`s built from a `VAEGANConfig`; they do no I/O. "same" padding with
+All are plain `nn.Module`s built from a `VAEGANConfig`; they do no I/O. "same" padding with
 5x5 kernels: stride-2 convs halve the size, stride-2 transposed convs double it.
 """
 
@@ -154,15 +155,90 @@ class Discriminator(nn.Module):
         return features
 
 
+# ALI's slope for the discriminator's leaky ReLUs.
+_LEAK = 0.2
+
+
+class JointDiscriminator(nn.Module):
+    """ALI's D(x, z): is (x, z) an image with its inferred latent, or a latent with its decoding?
+
+    Three parts, as in the ALI paper: an image branch (a stride-1 conv, then the same stride-2
+    conv stages as the VAE-GAN's D, then a fully connected layer), a latent branch (two fully
+    connected layers), and joint layers on the two concatenated. Leaky ReLUs throughout, batch
+    norm on the strided convs only (none on z, whose statistics are the point), and dropout after
+    every hidden layer, which the ALI paper needed to keep D from memorising pairs.
+    """
+
+    def __init__(self, config: VAEGANConfig) -> None:
+        super().__init__()
+        self.config = config
+        k, pad, p = config.kernel_size, _padding(config.kernel_size), config.joint_dropout
+        image_layers: list[nn.Module] = [
+            nn.Conv2d(config.channels, config.discriminator_first_channels, k, padding=pad),
+            nn.LeakyReLU(_LEAK),
+            nn.Dropout(p),
+        ]
+        widths = (config.discriminator_first_channels, *config.discriminator_channels)
+        for c_in, c_out in itertools.pairwise(widths):
+            image_layers += [
+                nn.Conv2d(c_in, c_out, k, stride=2, padding=pad, bias=False),
+                nn.BatchNorm2d(c_out, eps=config.conv_bn_eps, momentum=config.bn_momentum),
+                nn.LeakyReLU(_LEAK),
+                nn.Dropout(p),
+            ]
+        self.image_branch = nn.Sequential(*image_layers)
+        width = config.discriminator_fc
+        flat = config.discriminator_channels[-1] * config.base_size**2
+        self.image_fc = _leaky_fc(flat, width, p)
+        self.latent_branch = nn.Sequential(
+            _leaky_fc(config.latent_dim, width, p), _leaky_fc(width, width, p)
+        )
+        self.joint = _leaky_fc(2 * width, 2 * width, p)
+        self.classifier = nn.Linear(2 * width, 1)
+        initialize(self, config)
+
+    def forward(self, x: Tensor, z: Tensor) -> DiscriminatorOutput:
+        """Logits for each (x_i, z_i) pair; `features` are the joint layer's activations."""
+        h_x = self.image_fc(self.image_branch(x).flatten(1))  # (B, fc)
+        h_z = self.latent_branch(z)  # (B, fc)
+        joint = self.joint(torch.cat([h_x, h_z], dim=1))  # (B, 2 fc)
+        return DiscriminatorOutput(self.classifier(joint).squeeze(1), joint)
+
+
+def _leaky_fc(in_features: int, out_features: int, dropout: float) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Linear(in_features, out_features), nn.LeakyReLU(_LEAK), nn.Dropout(dropout)
+    )
+
+
 class VAEGAN(nn.Module):
-    """The three networks together, so one state dict (and one checkpoint) holds them all."""
+    """The three networks together, so one state dict (and one checkpoint) holds them all.
+
+    `config.discriminator` picks D: the VAE-GAN's image discriminator, or ALI's joint one.
+    """
 
     def __init__(self, config: VAEGANConfig) -> None:
         super().__init__()
         self.config = config
         self.encoder = Encoder(config)
         self.decoder = Decoder(config)
-        self.discriminator = Discriminator(config)
+        self.discriminator: Discriminator | JointDiscriminator = (
+            JointDiscriminator(config) if config.discriminator == "joint" else Discriminator(config)
+        )
+
+    @property
+    def has_similarity_metric(self) -> bool:
+        """Whether D has Dis_l, the learned image similarity (ALI's D judges pairs instead)."""
+        return isinstance(self.discriminator, Discriminator)
+
+    def similarity_features(self, x: Tensor) -> Tensor:
+        """Dis_l(x), the paper's learned similarity representation: (B, C, base, base)."""
+        if not isinstance(self.discriminator, Discriminator):
+            raise TypeError(
+                "this model has ALI's joint discriminator, which judges (image, latent) pairs; "
+                "the learned similarity Dis_l needs a VAE-GAN's image discriminator"
+            )
+        return self.discriminator.similarity_features(x)
 
     def encode(self, x: Tensor) -> EncoderOutput:
         out: EncoderOutput = self.encoder(x)

@@ -19,7 +19,11 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from model.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+from model.checkpoint import (  # noqa: E402
+    load_checkpoint,
+    read_checkpoint_header,
+    save_checkpoint,
+)
 from model.demo import demo_checkpoint_path  # noqa: E402
 from training.data import open_dataset  # noqa: E402
 from training.judge import bundled_judge_path, load_judge  # noqa: E402
@@ -43,7 +47,11 @@ def main() -> int:
         f"vaegan-train synth --out DIR --count {synthetic.get('count')} "
         f"--seed {synthetic.get('seed')}"
     )
-    recipe = header.recipe | {"reproduce": "bash scripts/train_demo.sh"}
+    compared = args.run_dir / "compare" / "vaegan.safetensors"
+    compare_steps = read_checkpoint_header(compared).step if compared.exists() else header.step
+    recipe = header.recipe | {
+        "reproduce": f"bash scripts/train_demo.sh runs/demo {compare_steps} {header.step}"
+    }
     # The strength scripts/choose_edit_strength.py picked on validation faces: the service's
     # default for /attribute-edit, and the s of the judged edits in docs/results.md.
     choice = json.loads((args.run_dir / "vaegan" / "edit_strength.json").read_text())

@@ -2,9 +2,10 @@
 
     python scripts/make_results.py runs/demo --data runs/demo/synth20k
 
-Reads the bundled VAE-GAN (model/assets), the run's VAE baseline, both `evaluation.json` files
-and the judge's report; draws sample grids, reconstructions beside their inputs and edit strips
-from held-out test faces.
+Reads the three models compared on equal budgets (the VAE-GAN's copy in RUN/compare, the VAE and
+ALI runs), the bundled VAE-GAN (model/assets) when it trained longer, their evaluation files and
+the judge's report; draws sample grids, reconstructions beside their inputs and edit strips from
+held-out test faces.
 """
 
 from __future__ import annotations
@@ -58,6 +59,10 @@ def number(value: float | None, digits: int = 4) -> str:
     return "n/a" if value is None else f"{value:.{digits}g}"
 
 
+# The comparison's columns, in table order; "demo" (the bundled model) joins when it trained longer.
+COLUMNS = {"vae": "VAE", "ali": "ALI", "vaegan": "VAE-GAN", "demo": "VAE-GAN, bundled"}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path)
@@ -66,30 +71,38 @@ def main() -> int:
     args = parser.parse_args()
     torch.manual_seed(0)
     images_dir = args.docs / "images"
+    run, compare = args.run_dir, args.run_dir / "compare"
 
-    vaegan = load_checkpoint(demo_checkpoint_path())
-    vae = load_checkpoint(args.run_dir / "vae" / "model.safetensors")
-    faces = CelebADataset(args.data, split="test", preprocessing=vaegan.preprocessing)
-    reports = {
-        name: json.loads((args.run_dir / name / "evaluation.json").read_text())
-        for name in ("vaegan", "vae")
+    checkpoints = {
+        "vae": load_checkpoint(run / "vae" / "model.safetensors"),
+        "ali": load_checkpoint(run / "ali" / "model.safetensors"),
+        "vaegan": load_checkpoint(compare / "vaegan.safetensors"),
+        "demo": load_checkpoint(demo_checkpoint_path()),
     }
+    reports = {
+        name: json.loads((compare / f"{name}.json").read_text())
+        for name in ("vae", "ali", "vaegan")
+    }
+    demo = checkpoints["demo"]
+    if demo.header.step > checkpoints["vaegan"].header.step:
+        reports["demo"] = json.loads((run / "vaegan" / "evaluation.json").read_text())
+    faces = CelebADataset(args.data, split="test", preprocessing=demo.preprocessing)
 
-    for name, checkpoint in (("vaegan", vaegan), ("vae", vae)):
+    for name, checkpoint in checkpoints.items():
         samples = generate_samples(checkpoint.model, 32, seed=0)
         save_picture(samples, 8, images_dir / f"samples-{name}.png")
     inputs = torch.stack([faces.load(i) for i in range(10)])
     with torch.no_grad():
         rows = torch.cat(
-            [inputs, vae.model.eval().reconstruct(inputs), vaegan.model.eval().reconstruct(inputs)]
+            [inputs, *(c.model.eval().reconstruct(inputs) for c in checkpoints.values())]
         )
     save_picture(rows, 10, images_dir / "reconstructions.png")
     strips = torch.cat(
         [
             attribute_edits(
-                vaegan.model,
+                demo.model,
                 first_without(faces, name, skip=index),
-                [vaegan.attributes[name].vector],
+                [demo.attributes[name].vector],
                 EDIT_STRENGTHS,
             )
             for index, name in enumerate(EDITED)
@@ -99,43 +112,52 @@ def main() -> int:
     smile = torch.cat(
         [
             attribute_edits(
-                vaegan.model,
+                demo.model,
                 first_without(faces, "Smiling", skip=k),
-                [vaegan.attributes["Smiling"].vector],
+                [demo.attributes["Smiling"].vector],
                 (0.0, 1.0, 2.0, 3.0),
             )
             for k in range(3)
         ]
     )
     save_picture(smile, 5, images_dir / "smiling.png")
-    shutil.copyfile(
-        args.run_dir / "vaegan" / "loss_curves.png", images_dir / "loss-curves-vaegan.png"
-    )
+    for name in ("vaegan", "ali"):
+        shutil.copyfile(run / name / "loss_curves.png", images_dir / f"loss-curves-{name}.png")
 
     judge = load_judge(bundled_judge_path())
-    minutes = {name: training_minutes(args.run_dir / name) for name in ("vaegan", "vae")}
+    minutes = {
+        name: training_minutes(run / name, checkpoints[name].header.step)
+        for name in ("vae", "ali", "vaegan")
+    }
     (args.docs / "results.md").write_text(
-        render(vaegan, vae, reports, judge.header.test_accuracy, minutes)
+        render(checkpoints, reports, judge.header.test_accuracy, minutes)
     )
     print(f"wrote {(args.docs / 'results.md').relative_to(ROOT)}")
     return 0
 
 
-def training_minutes(run: Path) -> float:
-    """Wall time of a run: from its run.json (written at the start) to its final checkpoint."""
-    return ((run / "model.safetensors").stat().st_mtime - (run / "run.json").stat().st_mtime) / 60
+def training_minutes(run: Path, up_to_step: int) -> float:
+    """Training time of a run's first `up_to_step` steps, from its logged throughput."""
+    seconds, previous = 0.0, 0
+    for line in (run / "metrics.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        if record["step"] > up_to_step:
+            break
+        seconds += (record["step"] - previous) * 64 / record["images_per_second"]
+        previous = record["step"]
+    return seconds / 60
 
 
 def render(
-    vaegan: Checkpoint,
-    vae: Checkpoint,
+    checkpoints: dict[str, Checkpoint],
     reports: dict[str, dict[str, Any]],
     judge_accuracy: dict[str, float],
     minutes: dict[str, float],
 ) -> str:
-    gan, plain = reports["vaegan"], reports["vae"]
-    header = vaegan.header
-    strength = gan["judge"]["edit_strength"]
+    names = [name for name in COLUMNS if name in reports]
+    demo_name = names[-1]
+    demo, demo_report = checkpoints[demo_name], reports[demo_name]
+    compare_steps = checkpoints["vaegan"].header.step
     rows = [
         ("Reconstruction MSE (lower is better)", "reconstruction_mse", number),
         (
@@ -146,27 +168,32 @@ def render(
         ("Sharpness of samples", "sharpness_samples", number),
         ("Frechet distance, judge features (lower is better)", "frechet_distance", number),
         ("Reconstruction attribute agreement (target >= 90%)", "reconstruction_agreement", percent),
-        (f"Edit success, adding (s = {strength:g}; target >= 80%)", "edit_success_add", percent),
-        (
-            f"Edit success, removing (s = {strength:g}; target >= 80%)",
-            "edit_success_remove",
-            percent,
-        ),
+        ("Edit success, adding (target >= 80%)", "edit_success_add", percent),
+        ("Edit success, removing (target >= 80%)", "edit_success_remove", percent),
         ("Preservation of other attributes (target >= 90%)", "edit_preservation", percent),
+        ("Judge accuracy on the same inputs (the ceiling)", "judge_accuracy", percent),
     ]
-    table = ["| | VAE | VAE-GAN |", "|---|---:|---:|"]
+    titles = [
+        f"{COLUMNS[name]} ({checkpoints[name].header.step:,} steps)"
+        if name == "demo"
+        else COLUMNS[name]
+        for name in names
+    ]
+    table = ["| | " + " | ".join(titles) + " |", "|---|" + "---:|" * len(names)]
     table += [
-        f"| {label} | {fmt(plain.get(key))} | {fmt(gan.get(key))} |" for label, key, fmt in rows
+        f"| {label} | " + " | ".join(fmt(reports[n].get(key)) for n in names) + " |"
+        for label, key, fmt in rows
     ]
     table.append(
-        f"| Judge accuracy on the same inputs (the ceiling) | {percent(plain['judge_accuracy'])} "
-        f"| {percent(gan['judge_accuracy'])} |"
+        "| Edit strength s | "
+        + " | ".join(f"{reports[n]['judge']['edit_strength']:g}" for n in names)
+        + " |"
     )
     per_attribute = [
         "| attribute | judge (test split) | reconstruction | add | remove | preservation |",
         "|---|---:|---:|---:|---:|---:|",
     ]
-    for name, figures in gan["per_attribute"].items():
+    for name, figures in demo_report["per_attribute"].items():
         per_attribute.append(
             f"| {name} | {percent(judge_accuracy.get(name))} "
             f"| {percent(figures.get('reconstruction_agreement'))} "
@@ -176,17 +203,20 @@ def render(
         )
     template = (ROOT / "scripts" / "results_template.md").read_text()
     return template.format(
-        steps=f"{header.step:,}",
-        images=f"{header.dataset.get('images', 0):,}",
-        command=header.recipe.get("command", ""),
+        compare_steps=f"{compare_steps:,}",
+        demo_steps=f"{demo.header.step:,}",
+        images=f"{demo.header.dataset.get('images', 0):,}",
+        command=demo.header.recipe.get("command", ""),
+        ali_command=checkpoints["ali"].header.recipe.get("command", ""),
+        reproduce=demo.header.recipe.get("reproduce", "bash scripts/train_demo.sh"),
         vaegan_minutes=f"{minutes['vaegan']:.0f}",
         vae_minutes=f"{minutes['vae']:.0f}",
+        ali_minutes=f"{minutes['ali']:.0f}",
         analysis=(ROOT / "scripts" / "results_analysis.md").read_text().strip(),
         table="\n".join(table),
         per_attribute="\n".join(per_attribute),
-        strength=f"{strength:g}",
-        evaluated=f"{gan.get('images', 0):,}",
-        vae_steps=f"{vae.header.step:,}",
+        demo_strength=f"{demo_report['judge']['edit_strength']:g}",
+        evaluated=f"{demo_report.get('images', 0):,}",
         min_judge=percent(min(judge_accuracy.values())),
     )
 

@@ -284,6 +284,7 @@ _ERROR_MEANINGS = {
     400: "an empty or damaged image, or a body that cannot be parsed",
     401: "a missing or wrong API key",
     404: "this model has no attribute vectors",
+    409: "the served checkpoint cannot do this (the learned metric needs a VAE-GAN checkpoint)",
     413: "a body, an image or a batch over the limits",
     415: "an upload in no supported image format, or a body of the wrong content type",
     422: "a request the model cannot serve; the detail says why",
@@ -547,8 +548,9 @@ async def interpolate(request: Request, runtime: RuntimeDep) -> Response:
 @router.post(
     "/similarity",
     summary="The learned (Dis_l) and the pixel distance",
+    description="409 when the checkpoint has no learned metric: ALI, or a plain VAE.",
     response_model=Similarity,
-    responses=_UPLOAD_ERRORS,
+    responses={**_UPLOAD_ERRORS, **_errors(409)},
     openapi_extra=_image_parts("image_a", "image_b"),
 )
 async def similarity(

@@ -58,7 +58,7 @@ class Predictor:
             mu = model.encoder(x).mu
             return _cpu(model.decoder(mu)), _cpu(mu)
         if operation == "features":
-            return (_cpu(model.discriminator.similarity_features(x).flatten(1)),)
+            return (_cpu(model.similarity_features(x).flatten(1)),)
         raise ValueError(f"unknown operation {operation!r}")
 
     def warm_up(self, batch_size: int) -> None:
@@ -66,6 +66,8 @@ class Predictor:
         images = torch.zeros(batch_size, *self.image_shape)
         latents = torch.zeros(batch_size, self.latent_dim)
         for operation in OPERATIONS:
+            if operation == "features" and not self.model.has_similarity_metric:
+                continue
             self.run(operation, latents if operation == "decode" else images)
 
 

@@ -239,7 +239,30 @@ class Runtime:
         latents = (1 - weights) * z_a + weights * z_b  # (steps, z)
         return Rendered(await self.decode(latents), latents, nrow=steps)
 
+    @property
+    def similarity_refusal(self) -> str | None:
+        """Why this checkpoint cannot answer /similarity, or None when it can.
+
+        The learned metric is Dis_l of a discriminator trained on images: a VAE-GAN's (or a
+        GAN's). A plain VAE never trains its D, and ALI's D judges (image, latent) pairs.
+        """
+        objective = self.predictor.checkpoint.header.objective
+        if objective == "ali" or not self.predictor.model.has_similarity_metric:
+            return (
+                "the learned similarity (Dis_l) needs a VAE-GAN checkpoint; this one was trained "
+                "with ALI, whose joint discriminator judges (image, latent) pairs, not images"
+            )
+        if objective == "vae":
+            return (
+                "the learned similarity (Dis_l) needs a VAE-GAN checkpoint; this one is a plain "
+                "VAE, whose discriminator was never trained"
+            )
+        return None
+
     async def similarity(self, upload_a: bytes, upload_b: bytes) -> dict[str, float]:
+        refusal = self.similarity_refusal
+        if refusal is not None:
+            raise RequestError(refusal, 409)
         images = await self.load_images([upload_a, upload_b])
         (features,) = await self.forward("features", images)
         return {

@@ -55,3 +55,17 @@ def test_readme_python_examples_run(tmp_path, monkeypatch):
     generate_synthetic_celeba(tmp_path / "data" / "synthetic", 80, seed=0, progress=False)
     exec(compile(code, "README.md", "exec"), {"__name__": "readme"})
     assert (tmp_path / "run" / "model.safetensors").is_file()
+
+
+def test_every_relative_link_and_picture_in_the_docs_exists():
+    documents = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    pattern = re.compile(r"\]\(([^)\s]+)\)|<img [^>]*src=\"([^\"]+)\"")
+    checked = 0
+    for document in documents:
+        for match in pattern.finditer(document.read_text()):
+            target = (match[1] or match[2]).split("#")[0]
+            if not target or "://" in target or target.startswith("mailto:"):
+                continue
+            assert (document.parent / target).exists(), f"{document.name} links {target}"
+            checked += 1
+    assert checked >= 10  # the README's and the results page's pictures at least

@@ -9,6 +9,7 @@ with an element-wise loss is blurry; the VAE-GAN should be less so).
 from __future__ import annotations
 
 import copy
+import math
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -159,6 +160,7 @@ def evaluate(
         similarity_distance: mean over images of the mean squared difference between the
             discriminator's learned features Dis_l (`discriminator.similarity_features`) of the
             reconstruction and of the input: the paper's learned similarity metric, per feature.
+            NaN for ALI, whose joint discriminator has no image-only features.
         kl: mean over images of KL(q(z|x) || N(0, I)) in nats, summed over latent dimensions.
         sharpness_reconstructions: mean `high_frequency_energy` of the reconstructions divided
             by that of the real images. 1.0 means as much fine detail as the data; a blurry VAE
@@ -186,17 +188,20 @@ def evaluate(
             x = batch.images.to(device)
             posterior = model.encode(x)
             reconstruction = model.decode(posterior.mu)
-            # One call for both halves; in eval mode batch norm treats every image on its own.
-            features = model.discriminator.similarity_features(torch.cat([x, reconstruction]))
-            real_features, reconstruction_features = features.chunk(2)
             kl = 0.5 * (posterior.mu.pow(2) + posterior.logvar.exp() - 1.0 - posterior.logvar)
             per_image = {
                 "mse": (reconstruction - x).pow(2).flatten(1).mean(1),
-                "similarity": (reconstruction_features - real_features).pow(2).flatten(1).mean(1),
                 "kl": kl.sum(1),
                 "energy_real": high_frequency_energy(x),
                 "energy_recon": high_frequency_energy(reconstruction),
             }
+            if model.has_similarity_metric:
+                # One call for both halves; in eval mode batch norm treats each image on its own.
+                features = model.similarity_features(torch.cat([x, reconstruction]))
+                real_features, reconstruction_features = features.chunk(2)
+                per_image["similarity"] = (
+                    (reconstruction_features - real_features).pow(2).flatten(1).mean(1)
+                )
             for name, values in per_image.items():
                 totals[name] += float(values.double().sum())
             images += len(x)
@@ -211,7 +216,9 @@ def evaluate(
     energy_real = totals["energy_real"]
     return {
         "reconstruction_mse": totals["mse"] / images,
-        "similarity_distance": totals["similarity"] / images,
+        "similarity_distance": (
+            totals["similarity"] / images if model.has_similarity_metric else math.nan
+        ),
         "kl": totals["kl"] / images,
         "sharpness_reconstructions": _ratio(totals["energy_recon"], energy_real),
         "sharpness_samples": _ratio(energy_samples, energy_real),

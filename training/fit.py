@@ -1,4 +1,4 @@
-"""`vaegan-train fit`: train a VAE-GAN (or the VAE / GAN baselines) on a data folder."""
+"""`vaegan-train fit`: train a VAE-GAN (or the VAE / GAN baselines, or ALI) on a data folder."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from model.codec import Preprocessing
-from model.config import PRESETS, VAEGANConfig, get_preset
+from model.config import OBJECTIVES, PRESETS, VAEGANConfig, discriminator_for, get_preset
 from model.networks import build_vaegan
 from training.data import DatasetError, open_dataset
 from training.distributed import init_distributed
@@ -43,9 +43,10 @@ def add_fit_command(commands: Any) -> None:
         "fit",
         help="train a model",
         description=(
-            "Train a VAE-GAN with the authors' recipe (or the VAE / GAN baselines) on a CelebA "
-            "folder or any folder of images. Writes checkpoints, sample grids, metrics.jsonl and "
-            "loss curves to --out; --resume continues a killed run exactly."
+            "Train a VAE-GAN with the authors' recipe (or the VAE / GAN baselines, or ALI with a "
+            "joint discriminator D(x, z)) on a CelebA folder or any folder of images. Writes "
+            "checkpoints, sample grids, metrics.jsonl and loss curves to --out; --resume "
+            "continues a killed run exactly."
         ),
     )
     fit.add_argument("--data", type=Path, required=True, help="CelebA folder or image folder")
@@ -53,7 +54,13 @@ def add_fit_command(commands: Any) -> None:
     fit.add_argument("--preset", choices=sorted(PRESETS), help="network preset (default paper64)")
     fit.add_argument("--channels", type=int, choices=[1, 3], help="1 for greyscale data")
     fit.add_argument("--image-size", type=int, help="must match the preset (checked)")
-    fit.add_argument("--objective", choices=["vaegan", "vae", "gan"], default="vaegan")
+    fit.add_argument(
+        "--objective",
+        choices=OBJECTIVES,
+        default="vaegan",
+        help="vaegan (the paper), vae (element-wise baseline), gan (decoder and D only), "
+        "ali (Adversarially Learned Inference: encoder, decoder and a joint D(x, z))",
+    )
     fit.add_argument("--batch-size", type=int, default=64)
     length = fit.add_mutually_exclusive_group()
     length.add_argument("--steps", type=int, help=f"iterations (default {AUTHORS_STEPS:,})")
@@ -83,7 +90,10 @@ def add_fit_command(commands: Any) -> None:
         help="feed reconstructions to D too (the paper's text; the authors' run did not)",
     )
     recipe.add_argument(
-        "--decoder-loss", choices=["saturating", "non-saturating"], default="saturating"
+        "--decoder-loss",
+        choices=["saturating", "non-saturating"],
+        help="the generator's GAN loss (default: saturating, the authors', for vaegan and gan; "
+        "non-saturating, the ALI paper's, for ali)",
     )
     recipe.add_argument("--real-weight", type=float, default=Recipe.real_weight)
     recipe.add_argument("--weight-decay", type=float, default=Recipe.weight_decay)
@@ -99,11 +109,13 @@ def add_fit_command(commands: Any) -> None:
     fit.set_defaults(handler=run_fit)
 
 
-def _config(args: argparse.Namespace, saved: dict[str, Any] | None) -> VAEGANConfig:
+def _config(args: argparse.Namespace, saved: dict[str, Any] | None, objective: str) -> VAEGANConfig:
+    discriminator = discriminator_for(objective)
     if saved is not None:
         config = VAEGANConfig.from_dict(saved)
         if args.preset is not None:
             chosen = get_preset(args.preset, channels=args.channels)
+            chosen = chosen.replace(discriminator=discriminator, init=config.init)
             if chosen != config:
                 raise FitError(
                     f"--resume: the run in {args.out} was trained with a different network "
@@ -112,6 +124,8 @@ def _config(args: argparse.Namespace, saved: dict[str, Any] | None) -> VAEGANCon
                 )
         return config
     config = get_preset(args.preset or "paper64", channels=args.channels)
+    if discriminator != config.discriminator:
+        config = config.replace(discriminator=discriminator)
     if args.init != config.init:
         config = config.replace(init=args.init)
     if args.image_size is not None and args.image_size != config.image_size:
@@ -134,7 +148,8 @@ def _recipe(args: argparse.Namespace) -> Recipe:
             equilibrium=args.equilibrium,
             margin=None if args.no_equilibrium else args.margin,
             discriminate_reconstructions=args.discriminate_reconstructions,
-            decoder_gan_loss=args.decoder_loss,
+            decoder_gan_loss=args.decoder_loss
+            or ("non-saturating" if args.objective == "ali" else "saturating"),
             real_weight=args.real_weight,
             weight_decay=args.weight_decay,
             flip=not args.no_flip,
@@ -165,8 +180,8 @@ def run_fit(args: argparse.Namespace) -> int:
             "or choose another --out"
         )
 
-    config = _config(args, saved_header["config"] if saved_header else None)
     recipe = Recipe.from_dict(saved_header["recipe"]) if saved_header else _recipe(args)
+    config = _config(args, saved_header["config"] if saved_header else None, recipe.objective)
     preprocessing = Preprocessing(image_size=config.image_size, channels=config.channels)
     context = init_distributed(args.device)
     if recipe.batch_size % context.world_size:

@@ -331,7 +331,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     where = f"the {args.split} split of " if isinstance(dataset, CelebADataset) else ""
     damaged = f" ({metrics['damaged']} unreadable skipped)" if metrics["damaged"] else ""
     print(
-        f"{args.checkpoint} (step {checkpoint.header.step}) on {metrics['images']} images of "
+        f"{args.checkpoint} ({checkpoint.header.objective}, step {checkpoint.header.step}) on "
+        f"{metrics['images']} images of "
         f"{where}{args.data}{damaged}"
     )
     for name in METRIC_NAMES:

@@ -13,7 +13,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
-Objective = Literal["vaegan", "vae", "gan"]
+from model.config import OBJECTIVES, Objective
+
 DecoderGanLoss = Literal["saturating", "non-saturating"]
 LearningRateSchedule = Literal["authors", "constant"]
 
@@ -36,7 +37,7 @@ class Recipe:
     # DeepPy adds 2 * weight_decay * w to the batch-summed gradient of conv and FC weights (not
     # biases, BN or the mu/logvar heads); on per-image losses that is 2 * wd / batch_size.
     weight_decay: float = 1e-5
-    # Decoder: gamma * L_llike - (1 - gamma) * L_gan.
+    # Decoder: gamma * L_llike - (1 - gamma) * L_gan. (ALI has no L_llike: gamma is unused.)
     gamma: float = 1e-6
     decoder_gan_loss: DecoderGanLoss = "saturating"
     gan_eps: float = 1e-3
@@ -56,8 +57,10 @@ class Recipe:
 
     def __post_init__(self) -> None:
         problems = []
-        if self.objective not in ("vaegan", "vae", "gan"):
-            problems.append(f"objective must be vaegan, vae or gan, got {self.objective!r}")
+        if self.objective not in OBJECTIVES:
+            problems.append(
+                f"objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}"
+            )
         if self.batch_size < 2:
             problems.append(f"batch_size must be at least 2 (batch norm), got {self.batch_size}")
         for name in ("lr", "rmsprop_alpha", "rmsprop_eps", "gan_eps", "pixel_sigma"):
@@ -93,6 +96,11 @@ class Recipe:
     @property
     def uses_discriminator(self) -> bool:
         return self.objective != "vae"
+
+    @property
+    def uses_equilibrium(self) -> bool:
+        """The authors' update-skipping rule applies to the objectives with their GAN game."""
+        return self.objective in ("vaegan", "gan") and self.margin is not None
 
     def learning_rate(self, step: int, total_steps: int) -> float:
         """The learning rate for 0-based `step` of a run of `total_steps`."""

@@ -7,8 +7,8 @@ weights it just changed. Here all three gradients come from one forward pass and
 before any optimiser steps, so that error cannot occur.
 
 Resuming is exact because nothing depends on hidden state: the data order is a function of
-(seed, epoch), the per-step noise (reparameterisation and prior samples) a function of
-(seed, rank, step), and everything else (weights, BN statistics, optimiser moments, skip
+(seed, epoch), the per-step noise (reparameterisation, prior samples, ALI's dropout) a function
+of (seed, rank, step), and everything else (weights, BN statistics, optimiser moments, skip
 counters) is in the state file.
 """
 
@@ -167,7 +167,10 @@ def compute_gradients(
     Encoder: L_prior + L_llike. Decoder: gamma * L_llike - (1 - gamma) * L_gan (saturating) or
     gamma * L_llike + (1 - gamma) * (-log D(G(z))) (non-saturating). Discriminator: L_gan, real
     and generated halves weighted `real_weight : 1 - real_weight`. Returns the per-image terms.
+    ALI has its own game: see `compute_ali_gradients`.
     """
+    if recipe.objective == "ali":
+        return compute_ali_gradients(nets, images, recipe, noise, autocast=autocast)
     model = nets.model
     batch = images.shape[0]
     device_type = images.device.type
@@ -183,7 +186,7 @@ def compute_gradients(
             if recipe.objective == "vaegan":
                 # Real and reconstructed images share one batch through D (shared BN statistics).
                 with frozen_batch_norm_statistics(model.discriminator):
-                    features = model.discriminator.similarity_features(
+                    features = model.similarity_features(
                         torch.cat([reconstruction, images])
                     ).float()
                 fake_features, real_features = features[:batch], features[batch:]
@@ -252,6 +255,54 @@ def compute_gradients(
     )
     if discriminator_loss is not None:
         torch.autograd.backward(discriminator_loss, inputs=list(model.discriminator.parameters()))
+    return {name: value.detach() for name, value in terms.items()}
+
+
+def compute_ali_gradients(
+    nets: Networks, images: Tensor, recipe: Recipe, noise: Noise, *, autocast: bool = False
+) -> dict[str, Tensor]:
+    """ALI (Dumoulin et al. 2016): D(x, z) tells encoder pairs from decoder pairs.
+
+    Encoder pairs are (x, z^) with z^ = mu(x) + sigma(x) * eps drawn by the reparameterisation
+    trick; decoder pairs are (G_x(z), z) with z ~ N(0, I). D's loss: -log D(x, z^) and
+    -log(1 - D(G_x(z), z)), weighted `real_weight : 1 - real_weight`. The encoder and decoder
+    share one loss, L_gen: non-saturating (swapped labels, -log(1 - D(x, z^)) - log D(G_x(z), z),
+    the ALI paper's choice) or saturating (minus D's unweighted loss). Both pair kinds go through
+    D as one batch, so its batch norm sees both, as in the VAE-GAN step.
+    """
+    model = nets.model
+    batch = images.shape[0]
+    terms: dict[str, Tensor] = {}
+    with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=autocast):
+        encoded = nets.encoder(images)
+        z_inferred = encoded.mu + torch.exp(0.5 * encoded.logvar) * noise.eps  # (B, latent)
+        generated = nets.decoder(noise.z_prior)  # (B, C, H, W)
+        logits = nets.discriminator(
+            torch.cat([images, generated]), torch.cat([z_inferred, noise.z_prior])
+        ).logit.float()  # (2B,)
+    real_logits, fake_logits = logits[:batch], logits[batch:]
+    real_cost = losses.real_cost(real_logits, recipe.gan_eps)
+    fake_cost = losses.fake_cost(fake_logits, recipe.gan_eps)
+    discriminator_loss = (
+        recipe.real_weight * real_cost.sum() + (1.0 - recipe.real_weight) * fake_cost.sum()
+    ) / batch
+    if recipe.decoder_gan_loss == "non-saturating":
+        generator_loss = (
+            losses.fake_cost(real_logits, recipe.gan_eps).sum()
+            + losses.non_saturating_cost(fake_logits, recipe.gan_eps).sum()
+        ) / batch
+    else:
+        generator_loss = -(real_cost.sum() + fake_cost.sum()) / batch
+    terms["L_gan"] = (real_cost.sum() + fake_cost.sum()) / batch
+    terms["L_gen"] = generator_loss
+    terms["real_cost"] = real_cost.mean()
+    terms["fake_cost"] = fake_cost.mean()
+    terms["D_x"] = torch.sigmoid(real_logits).mean()
+    terms["D_G_z"] = torch.sigmoid(fake_logits).mean()
+    # Both gradients before any optimiser step, each restricted to its own networks.
+    generators = [*model.encoder.parameters(), *model.decoder.parameters()]
+    torch.autograd.backward(generator_loss, inputs=generators, retain_graph=True)
+    torch.autograd.backward(discriminator_loss, inputs=list(model.discriminator.parameters()))
     return {name: value.detach() for name, value in terms.items()}
 
 
@@ -400,12 +451,14 @@ class Trainer:
             persistent_workers=False,
         )
 
+    def _step_seed(self, step: int) -> int:
+        seed = (self.recipe.seed * 1_000_003 + self.context.rank) * 1_000_000_007 + step
+        return seed % 2**63
+
     def _noise(self, step: int, batch: int) -> Noise:
         # A pure function of (seed, rank, step): no generator state to save for an exact resume.
         generator = torch.Generator(device=self.device)
-        generator.manual_seed(
-            (self.recipe.seed * 1_000_003 + self.context.rank) * 1_000_000_007 + step
-        )
+        generator.manual_seed(self._step_seed(step))
         shape = (batch, self.model.config.latent_dim)
         eps = torch.randn(shape, generator=generator, device=self.device)
         return Noise(eps, torch.randn(shape, generator=generator, device=self.device))
@@ -427,9 +480,18 @@ class Trainer:
         )
         for optimizer in self.optimizers.values():
             optimizer.zero_grad(set_to_none=True)
-        terms = compute_gradients(
-            self.nets, images, self.recipe, self._noise(step, len(images)), autocast=self.on_cuda
-        )
+        # ALI's dropout draws from the global generator: seed it from (seed, rank, step) too, so
+        # resuming stays exact, and leave the caller's random state as it was.
+        cuda_devices = [self.device.index or 0] if self.on_cuda else []
+        with torch.random.fork_rng(devices=cuda_devices):
+            torch.manual_seed(self._step_seed(step))
+            terms = compute_gradients(
+                self.nets,
+                images,
+                self.recipe,
+                self._noise(step, len(images)),
+                autocast=self.on_cuda,
+            )
         values = self.context.mean_of({name: float(v) for name, v in terms.items()})
         for name, value in values.items():
             if not math.isfinite(value):
@@ -438,7 +500,7 @@ class Trainer:
                     f"The last good checkpoint and {self.run_dir / STATE_FILE} are intact"
                 )
         update_discriminator, update_decoder = True, True
-        if self.recipe.objective == "vaegan" or self.recipe.objective == "gan":
+        if self.recipe.uses_equilibrium:
             update_discriminator, update_decoder = losses.equilibrium_updates(
                 values["real_cost"],
                 values["fake_cost"],
@@ -503,11 +565,11 @@ class Trainer:
             handle.write(json.dumps(record) + "\n")
         shown = {
             name: figures[name]
-            for name in ("L_prior", "L_llike", "L_gan", "D_x", "D_G_z")
+            for name in ("L_prior", "L_llike", "L_gan", "L_gen", "D_x", "D_G_z")
             if name in figures
         }
         postfix: dict[str, str] = {k: f"{v:.3g}" for k, v in shown.items()}
-        if self.recipe.objective != "vae":
+        if self.recipe.uses_equilibrium:
             postfix["skip_D"] = f"{figures['skip_rate_discriminator']:.0%}"
             postfix["skip_dec"] = f"{figures['skip_rate_decoder']:.0%}"
         bar.set_postfix(postfix, refresh=False)
@@ -720,7 +782,7 @@ def plot_loss_curves(metrics_path: Path, out_path: Path) -> bool:
 
     steps = [r["step"] for r in records]
     panels = [
-        ("losses (per image)", ["L_prior", "L_llike", "L_gan"], True),
+        ("losses (per image)", ["L_prior", "L_llike", "L_gan", "L_gen"], True),
         ("discriminator", ["D_x", "D_G_z"], False),
         ("equilibrium skips", ["skip_rate_discriminator", "skip_rate_decoder"], False),
         ("throughput (images/s)", ["images_per_second"], False),

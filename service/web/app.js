@@ -309,7 +309,7 @@ function showModel(info) {
   state.preprocessing = info.preprocessing || null;
   state.imageSize = config.image_size || 64;
   state.channels = config.channels || 3;
-  const objective = info.recipe && info.recipe.objective;
+  const objective = info.objective || (info.recipe && info.recipe.objective);
   const file = String(info.path || "").split(/[\\/]/).pop();
   const facts = {
     preset: presetOf(info),

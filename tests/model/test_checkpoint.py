@@ -6,6 +6,7 @@ import struct
 
 import pytest
 import torch
+from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
@@ -403,3 +404,72 @@ def test_the_error_carries_path_and_problem(tmp_path):
 
 def test_module_exports_the_format_constants():
     assert checkpoint_module.FORMAT_NAME == "vaegan-checkpoint"
+
+
+# --- the objective ---------------------------------------------------------------------------
+
+
+def test_an_ali_checkpoint_round_trips_with_its_joint_discriminator(tmp_path):
+    config = get_preset("small64").replace(discriminator="joint")
+    model = build_vaegan(config, seed=3).eval()
+    path = save_checkpoint(
+        tmp_path / "ali.safetensors",
+        model,
+        preprocessing=Preprocessing(image_size=64),
+        recipe={"objective": "ali"},
+    )
+    loaded = load_checkpoint(path)
+    assert loaded.header.objective == "ali" == read_checkpoint_header(path).objective
+    assert loaded.config.discriminator == "joint"
+    with safe_open(str(path), framework="pt") as handle:
+        assert json.loads(handle.metadata()["vaegan"])["objective"] == "ali"
+    x, z = torch.rand(2, 3, 64, 64) * 2 - 1, torch.randn(2, config.latent_dim)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.model.discriminator(x, z), model.discriminator(x, z))
+
+
+@pytest.mark.parametrize(
+    ("discriminator", "objective", "problem"),
+    [
+        ("image", "ali", "objective 'ali' trains the joint discriminator"),
+        ("joint", "vaegan", "objective 'vaegan' trains the image discriminator"),
+        ("image", "diffusion", "unknown objective 'diffusion'"),
+    ],
+)
+def test_the_objective_must_match_the_discriminator(tmp_path, discriminator, objective, problem):
+    model = build_vaegan(get_preset("small32").replace(discriminator=discriminator), seed=0)
+    target = tmp_path / "m.safetensors"
+    with pytest.raises(ValueError, match=problem):
+        save_checkpoint(
+            target,
+            model,
+            preprocessing=Preprocessing(image_size=32),
+            recipe={"objective": objective},
+        )
+    assert not target.exists()
+
+
+def test_files_from_before_the_objective_field_read_it_from_the_recipe(saved, tmp_path):
+    def old(h):
+        del h["objective"]
+        del h["config"]["discriminator"]
+        del h["config"]["joint_dropout"]
+        return h
+
+    legacy = _rewrite(saved[0], tmp_path / "old.safetensors", header=old)
+    assert load_checkpoint(legacy).header.objective == "vaegan"
+
+    def vae(h):
+        del h["objective"]
+        h["recipe"]["objective"] = "vae"
+        return h
+
+    assert (
+        read_checkpoint_header(_rewrite(saved[0], tmp_path / "v.safetensors", header=vae)).objective
+        == "vae"
+    )
+
+
+def test_a_header_whose_objective_contradicts_its_networks_is_refused(saved, tmp_path):
+    path = _rewrite(saved[0], tmp_path / "x.safetensors", header=lambda h: h | {"objective": "ali"})
+    _refused(path, "malformed.*objective 'ali' trains the joint discriminator")

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from model.config import PRESETS, get_preset, make_config
+from model.config import PRESETS, ConfigError, get_preset, make_config
 from model.networks import (
     VAEGAN,
     ConvBlock,
@@ -12,6 +12,7 @@ from model.networks import (
     Discriminator,
     Encoder,
     EncoderOutput,
+    JointDiscriminator,
     build_vaegan,
     parameter_count,
 )
@@ -180,3 +181,73 @@ def test_networks_can_be_built_on_their_own():
     assert Decoder(config)(torch.zeros(2, 128)).shape == (2, 1, 128, 128)
     features = Discriminator(config)(torch.zeros(2, 1, 128, 128)).features
     assert features.shape == (2, *config.similarity_shape) == (2, 32, 8, 8)
+
+
+# --- ALI's joint discriminator -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", [32, 64, 128])
+@pytest.mark.parametrize("width", ["small", "paper"])
+def test_joint_discriminator_shapes_for_every_image_size(size, width):
+    config = get_preset(f"{width}{size}").replace(discriminator="joint")
+    model = build_vaegan(config, seed=0)
+    assert isinstance(model.discriminator, JointDiscriminator)
+    x = torch.rand(3, 3, size, size) * 2 - 1
+    z = torch.randn(3, config.latent_dim)
+    judged = model.discriminator(x, z)
+    assert judged.logit.shape == (3,)
+    assert judged.features.shape == (3, 2 * config.discriminator_fc)
+    # The image branch reaches the bottleneck size the flattening layer expects.
+    image_features = model.discriminator.image_branch(x)
+    assert image_features.shape == (
+        3,
+        config.discriminator_channels[-1],
+        config.base_size,
+        config.base_size,
+    )
+    # The encoder and decoder are exactly the VAE-GAN's.
+    vaegan = build_vaegan(get_preset(f"{width}{size}"), seed=0)
+    assert parameter_count(model.encoder) == parameter_count(vaegan.encoder)
+    assert parameter_count(model.decoder) == parameter_count(vaegan.decoder)
+
+
+def test_joint_discriminator_depends_on_both_the_image_and_the_latent():
+    config = get_preset("small64").replace(discriminator="joint")
+    model = build_vaegan(config, seed=0).eval()  # eval: no dropout, running BN statistics
+    x = torch.rand(4, 3, 64, 64) * 2 - 1
+    z = torch.randn(4, config.latent_dim)
+    with torch.no_grad():
+        base = model.discriminator(x, z).logit
+        assert not torch.allclose(base, model.discriminator(x, torch.randn_like(z)).logit)
+        assert not torch.allclose(base, model.discriminator(x.flip(-1), z).logit)
+        # Pairs are judged independently in eval mode: one pair alone scores the same.
+        torch.testing.assert_close(model.discriminator(x[:1], z[:1]).logit, base[:1])
+
+
+def test_joint_discriminator_has_dropout_after_every_hidden_layer():
+    config = get_preset("small64").replace(discriminator="joint", joint_dropout=0.3)
+    model = build_vaegan(config, seed=0).train()
+    dropouts = [m for m in model.discriminator.modules() if isinstance(m, nn.Dropout)]
+    # stem + one per strided stage + image FC + two latent FCs + the joint FC
+    assert len(dropouts) == 1 + config.stages + 1 + 2 + 1
+    assert all(m.p == 0.3 for m in dropouts)
+    x, z = torch.rand(4, 3, 64, 64) * 2 - 1, torch.randn(4, config.latent_dim)
+    # Training mode draws fresh dropout masks: two passes differ.
+    assert not torch.equal(model.discriminator(x, z).logit, model.discriminator(x, z).logit)
+
+
+def test_only_image_discriminators_have_the_learned_similarity():
+    image = build_vaegan(get_preset("small32"), seed=0).eval()
+    joint = build_vaegan(get_preset("small32").replace(discriminator="joint"), seed=0).eval()
+    x = torch.rand(2, 3, 32, 32)
+    assert image.has_similarity_metric and not joint.has_similarity_metric
+    assert image.similarity_features(x).shape == (2, *image.config.similarity_shape)
+    with pytest.raises(TypeError, match="ALI's joint discriminator"):
+        joint.similarity_features(x)
+
+
+def test_discriminator_kind_and_dropout_are_validated():
+    with pytest.raises(ConfigError, match="discriminator must be 'image' or 'joint'"):
+        get_preset("small32").replace(discriminator="pairs")
+    with pytest.raises(ConfigError, match="joint_dropout"):
+        get_preset("small32").replace(joint_dropout=1.0)

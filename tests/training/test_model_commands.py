@@ -307,3 +307,54 @@ def test_console_script_samples_and_reports_errors_without_a_traceback(
     assert edit.returncode == 2
     assert "vaegan-train edit: error:" in edit.stderr and "Traceback" not in edit.stderr
     assert edit.stdout == ""
+
+
+# --------------------------------------------------------------------------------------------
+# ALI checkpoints
+
+
+@pytest.fixture(scope="module")
+def ali_checkpoint(synthetic_celeba, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("ali")
+    arguments = ["fit", "--objective", "ali", "--data", str(synthetic_celeba), "--out", str(out)]
+    assert (
+        main([*arguments, "--preset", "small64", "--batch-size", "8", "--steps", "2", "--quiet"])
+        == 0
+    )
+    return out / "model.safetensors"
+
+
+def test_every_checkpoint_command_takes_an_ali_checkpoint(
+    ali_checkpoint, synthetic_celeba, face, tmp_path, capsys
+):
+    copy = tmp_path / "ali.safetensors"
+    shutil.copyfile(ali_checkpoint, copy)
+    rewritten = ["--checkpoint", str(copy), "--data", str(synthetic_celeba)]
+    assert main(["attributes", *rewritten, "--min-examples", "5", "--quiet"]) == 0
+    assert load_checkpoint(copy).header.objective == "ali"
+    assert load_checkpoint(copy).attributes
+    capsys.readouterr()
+
+    data = ["--checkpoint", str(ali_checkpoint), "--data", str(synthetic_celeba)]
+
+    assert main(["evaluate", *data, "--quiet", "--no-judge"]) == 0
+    text = capsys.readouterr().out.splitlines()
+    assert "(ali, step 2)" in text[0]
+    assert text[2].split()[:2] == ["similarity_distance", "nan"]  # no Dis_l in ALI's D
+
+    # The bundled judge scores ALI's reconstructions and edits like any other model's.
+    assert main(["evaluate", *data, "--quiet", "--json", "--edit-strength", "2"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["similarity_distance"] is None
+    for name in ("reconstruction_mse", "kl", "reconstruction_agreement", "frechet_distance"):
+        assert isinstance(report[name], float), name
+    assert report["judge"]["edit_strength"] == 2
+
+    grid = tmp_path / "grid.png"
+    assert (
+        main(["sample", "--checkpoint", str(ali_checkpoint), "--n", "4", "--out", str(grid)]) == 0
+    )
+    strip = tmp_path / "strip.png"
+    edit = ["edit", "--checkpoint", str(ali_checkpoint), "--image", str(face)]
+    assert main([*edit, "--attribute", "Male", "--strengths", "-1,0,1", "--out", str(strip)]) == 0
+    assert _png_size(strip) == (4 * CELL + 2, CELL + 2)
