@@ -186,7 +186,9 @@ def _verify_png(data: bytes) -> None:
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise CorruptImageError(f"the PNG data is truncated or damaged ({exc})") from None
     # verify() tolerates a cut inside the final IEND chunk; the complete chunk is 12 fixed bytes.
-    if _PNG_END not in data[-4096:]:
+    # Searched in the whole upload (a fast memchr-based scan): files with data appended after
+    # IEND, such as PNG/ZIP polyglots, are valid PNGs and are read as the picture they show.
+    if _PNG_END not in data:
         raise CorruptImageError("the PNG data is truncated (it has no complete IEND chunk)")
 
 
