@@ -32,7 +32,9 @@ from training.evaluate import generate_samples  # noqa: E402
 from training.judge import bundled_judge_path, load_judge  # noqa: E402
 
 EDITED = ("Smiling", "Eyeglasses", "Blond_Hair", "Male", "Wearing_Hat", "Bangs", "Mustache")
-EDIT_STRENGTHS = (-3.0, -1.5, 0.0, 1.5, 3.0)
+# Edit strips and the smile picture go up to the bundled model's own strength s, in these steps.
+STRIP_FRACTIONS = (-1.0, -0.5, 0.0, 0.5, 1.0)
+SMILE_FRACTIONS = (0.0, 1 / 3, 2 / 3, 1.0)
 # Pictures are drawn at twice the model's 64 px so faces are visible on the page.
 ZOOM = 2
 
@@ -42,7 +44,7 @@ def save_picture(images: torch.Tensor, nrow: int, path: Path) -> None:
     picture = picture.resize((picture.width * ZOOM, picture.height * ZOOM), Image.NEAREST)
     path.parent.mkdir(parents=True, exist_ok=True)
     picture.save(path, optimize=True)
-    print(f"wrote {path.relative_to(ROOT)}")
+    print(f"wrote {path}")
 
 
 def first_without(faces: CelebADataset, attribute: str, skip: int = 0) -> torch.Tensor:
@@ -84,6 +86,7 @@ def main() -> int:
         for name in ("vae", "ali", "vaegan")
     }
     demo = checkpoints["demo"]
+    strength = float(demo.header.evaluation.get("edit_strength", 3.0))
     if demo.header.step > checkpoints["vaegan"].header.step:
         reports["demo"] = json.loads((run / "vaegan" / "evaluation.json").read_text())
     faces = CelebADataset(args.data, split="test", preprocessing=demo.preprocessing)
@@ -103,19 +106,19 @@ def main() -> int:
                 demo.model,
                 first_without(faces, name, skip=index),
                 [demo.attributes[name].vector],
-                EDIT_STRENGTHS,
+                [f * strength for f in STRIP_FRACTIONS],
             )
             for index, name in enumerate(EDITED)
         ]
     )
-    save_picture(strips, 1 + len(EDIT_STRENGTHS), images_dir / "edits.png")
+    save_picture(strips, 1 + len(STRIP_FRACTIONS), images_dir / "edits.png")
     smile = torch.cat(
         [
             attribute_edits(
                 demo.model,
                 first_without(faces, "Smiling", skip=k),
                 [demo.attributes["Smiling"].vector],
-                (0.0, 1.0, 2.0, 3.0),
+                [f * strength for f in SMILE_FRACTIONS],
             )
             for k in range(3)
         ]
@@ -132,7 +135,7 @@ def main() -> int:
     (args.docs / "results.md").write_text(
         render(checkpoints, reports, judge.header.test_accuracy, minutes)
     )
-    print(f"wrote {(args.docs / 'results.md').relative_to(ROOT)}")
+    print(f"wrote {args.docs / 'results.md'}")
     return 0
 
 
@@ -216,6 +219,10 @@ def render(
         table="\n".join(table),
         per_attribute="\n".join(per_attribute),
         demo_strength=f"{demo_report['judge']['edit_strength']:g}",
+        half_strength=f"{demo_report['judge']['edit_strength'] / 2:g}",
+        smile_strengths=", ".join(
+            f"{f * demo_report['judge']['edit_strength']:g}" for f in SMILE_FRACTIONS
+        ),
         evaluated=f"{demo_report.get('images', 0):,}",
         min_judge=percent(min(judge_accuracy.values())),
     )

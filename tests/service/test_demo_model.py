@@ -64,18 +64,18 @@ def test_serves_the_bundled_model_with_every_synthetic_attribute(demo_server):
     assert {"Smiling", "Eyeglasses", "Blond_Hair", "Male"} <= names
 
 
-def test_attribute_edit_makes_hair_blond_as_the_judge_sees_it(demo_server):
-    # Blond_Hair rather than Smiling: the demo model has learned hair, not yet the mouth
-    # (docs/results.md).
+@pytest.mark.parametrize("attribute", ["Smiling", "Blond_Hair"])
+def test_attribute_edit_adds_the_attribute_as_the_judge_sees_it(demo_server, attribute):
+    """An uploaded face without a smile (or blond hair) comes back with one, per the judge."""
     judge = load_judge(bundled_judge_path())
-    blond = judge.attribute_names.index("Blond_Hair")
-    faces = _faces_without("Blond_Hair", 8)
+    column = judge.attribute_names.index(attribute)
+    faces = _faces_without(attribute, 8)
     verdicts = []
     for face in faces:
         response = httpx.post(
             f"{demo_server}/attribute-edit",
             files={"image": ("face.png", face, "image/png")},
-            data={"attribute": "Blond_Hair"},  # the recorded strength
+            data={"attribute": attribute},  # the recorded strength
             timeout=30,
         )
         assert response.status_code == 200, response.text
@@ -85,12 +85,14 @@ def test_attribute_edit_makes_hair_blond_as_the_judge_sees_it(demo_server):
         # Already the model's 64x64 view: to [-1, 1] as it is, without cropping it again.
         pixels = torch.from_numpy(np.asarray(edited).copy()).permute(2, 0, 1)  # (3, 64, 64)
         tensor = pixels.float() / 127.5 - 1
-        verdicts.append(bool(judge.verdicts(tensor.unsqueeze(0))[0, blond]))
+        verdicts.append(bool(judge.verdicts(tensor.unsqueeze(0))[0, column]))
     before = judge.verdicts(
         torch.stack([load_image_tensor(face, judge.preprocessing) for face in faces])
-    )[:, blond]
-    assert not before.any()  # the inputs are not blond
-    assert sum(verdicts) >= 6, verdicts  # most edits are
+    )[:, column]
+    assert not before.any()  # the inputs do not have it
+    # docs/results.md, 1,000 test faces at the recorded strength: +Blond_Hair 93%, +Smiling 70%.
+    # Measured on these 8 faces: 8 blond, 6 smiling.
+    assert sum(verdicts) >= {"Blond_Hair": 7, "Smiling": 5}[attribute], verdicts
 
 
 def test_an_empty_or_missing_checkpoint_setting_means_the_demo_model(monkeypatch):

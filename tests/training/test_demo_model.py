@@ -74,13 +74,15 @@ def test_reconstructions_and_edits_of_fresh_faces_pass_the_judge(demo, judge, fr
         count=FRESH_FACES,
     )
     metrics = result.metrics
-    # docs/results.md, on 1,000 test faces: agreement 82.7%, adding 39.1%, removing 93.7%,
-    # preservation 85.6% (the targets are 90/80/80/90; the gaps are explained there).
+    # docs/results.md, on 1,000 test faces at s = 3: agreement 84.0%, adding 46.7%, removing
+    # 95.5%, preservation 85.9% (the targets are 90/80/80/90; the gaps are explained there).
     assert metrics["judge_accuracy"] >= 0.95
-    assert metrics["reconstruction_agreement"] >= 0.75
-    assert metrics["edit_success_add"] >= 0.25
-    assert metrics["edit_success_remove"] >= 0.80
+    assert metrics["reconstruction_agreement"] >= 0.77
+    assert metrics["edit_success_add"] >= 0.35
+    assert metrics["edit_success_remove"] >= 0.85
     assert metrics["edit_preservation"] >= 0.75
-    # The large-region edits the demo model has learned.
+    # The edits the demo model has learned: hair colour and Male (>= 93% on the test faces), and
+    # now the smile (70%).
     for attribute in ("Black_Hair", "Blond_Hair", "Male"):
-        assert result.per_attribute[attribute]["edit_success_add"] >= 0.8, attribute
+        assert result.per_attribute[attribute]["edit_success_add"] >= 0.75, attribute
+    assert result.per_attribute["Smiling"]["edit_success_add"] >= 0.55  # 74% on these faces
