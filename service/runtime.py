@@ -246,13 +246,13 @@ class Runtime:
         The learned metric is Dis_l of a discriminator trained on images: a VAE-GAN's (or a
         GAN's). A plain VAE never trains its D, and ALI's D judges (image, latent) pairs.
         """
-        objective = self.predictor.checkpoint.header.objective
-        if objective == "ali" or not self.predictor.model.has_similarity_metric:
+        # Checkpoints guarantee that "ali" and the joint discriminator go together.
+        if not self.predictor.model.has_similarity_metric:
             return (
                 "the learned similarity (Dis_l) needs a VAE-GAN checkpoint; this one was trained "
                 "with ALI, whose joint discriminator judges (image, latent) pairs, not images"
             )
-        if objective == "vae":
+        if self.predictor.checkpoint.header.objective == "vae":
             return (
                 "the learned similarity (Dis_l) needs a VAE-GAN checkpoint; this one is a plain "
                 "VAE, whose discriminator was never trained"
