@@ -387,6 +387,7 @@ class Trainer:
         self.on_cuda = self.device.type == "cuda"
         _to_device(self.model, self.device)
         self.nets = Networks(model, context)
+        self.uses_dropout = any(isinstance(m, nn.Dropout) for m in model.modules())
         self.optimizers = {name: self._optimizer(getattr(model, name)) for name in NETWORK_NAMES}
         self.counters = Counters()
         self.local_batch = recipe.batch_size // context.world_size
@@ -451,6 +452,19 @@ class Trainer:
             persistent_workers=False,
         )
 
+    @contextlib.contextmanager
+    def _step_random_state(self, step: int) -> Iterator[None]:
+        """Dropout (ALI's D) draws from the global generator: seed it from (seed, rank, step) so
+        resuming stays exact, and leave the caller's random state as it was. Models without
+        dropout draw nothing from it and skip the copy, which is a device sync on GPUs."""
+        if not self.uses_dropout:
+            yield
+            return
+        cuda_devices = [self.device.index or 0] if self.on_cuda else []
+        with torch.random.fork_rng(devices=cuda_devices):
+            torch.manual_seed(self._step_seed(step))
+            yield
+
     def _step_seed(self, step: int) -> int:
         seed = (self.recipe.seed * 1_000_003 + self.context.rank) * 1_000_000_007 + step
         return seed % 2**63
@@ -480,11 +494,7 @@ class Trainer:
         )
         for optimizer in self.optimizers.values():
             optimizer.zero_grad(set_to_none=True)
-        # ALI's dropout draws from the global generator: seed it from (seed, rank, step) too, so
-        # resuming stays exact, and leave the caller's random state as it was.
-        cuda_devices = [self.device.index or 0] if self.on_cuda else []
-        with torch.random.fork_rng(devices=cuda_devices):
-            torch.manual_seed(self._step_seed(step))
+        with self._step_random_state(step):
             terms = compute_gradients(
                 self.nets,
                 images,
