@@ -12,7 +12,7 @@ import re
 import secrets
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import cache
@@ -29,8 +29,11 @@ from fastapi import (
     Request,
     UploadFile,
 )
-from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, Field
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from pydantic import BaseModel, Field, ValidationError
+from starlette.requests import ClientDisconnect
 
 from model.checkpoint import Checkpoint, load_checkpoint
 from model.codec import (
@@ -64,18 +67,26 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
 class RequestMiddleware:
-    """Pure ASGI so it sees every byte: tags, times and logs each request, and refuses bodies
-    over the limit with 413 before reading them whole."""
+    """Pure ASGI so it sees every byte: tags, times and logs each request, refuses bodies over
+    the limit with 413 before reading them whole, and answers HEAD wherever GET is answered."""
 
-    def __init__(self, app: Any, metrics: ServiceMetrics, max_body_bytes: int) -> None:
+    def __init__(
+        self, app: Any, metrics: ServiceMetrics, max_body_bytes: int, max_json_bytes: int
+    ) -> None:
         self.app = app
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
+        self.max_json_bytes = max_json_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        method = scope["method"]
+        if method == "HEAD":
+            # Load balancers probe with HEAD. Routed as GET on a copy: uvicorn still reads the
+            # original HEAD and sends the headers without the body.
+            scope = {**scope, "method": "GET"}
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         given = headers.get("x-request-id", "")
         request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
@@ -95,7 +106,8 @@ class RequestMiddleware:
             await send(message)
 
         received = 0
-        limit = self.max_body_bytes
+        # Only uploads need megabytes; a JSON body is parsed on the event loop, so it gets less.
+        limit = self.max_json_bytes if _is_json(headers) else self.max_body_bytes
 
         async def receive_limited() -> Message:
             nonlocal received
@@ -113,6 +125,8 @@ class RequestMiddleware:
                 await _send_json(send_tagged, 413, {"detail": _too_large(limit)})
             else:
                 await self.app(scope, receive_limited, send_tagged)
+        except ClientDisconnect:
+            status = 499  # gone before its body arrived (or cut off by the body timeout)
         except Exception:
             if not response_started:
                 await _send_json(send_tagged, 500, {"detail": "internal error"})
@@ -121,7 +135,6 @@ class RequestMiddleware:
             self.metrics.in_flight.dec()
             elapsed = time.perf_counter() - started
             route = getattr(scope.get("route"), "path", None) or "unmatched"
-            method = scope.get("method", "")
             self.metrics.request_seconds.labels(method, route, str(status)).observe(elapsed)
             if status >= 400:
                 self.metrics.errors.labels(route, str(status)).inc()
@@ -225,22 +238,30 @@ async def respond(request: Request, runtime: Runtime, rendered: Rendered) -> Res
 # request bodies
 
 
+# fail_fast: a list of a million bad numbers is one problem, found at the first, not a million.
+Numbers = Annotated[list[float], Field(fail_fast=True)]
+
+
 class DecodeBody(BaseModel):
-    latents: list[list[float]] = Field(description="latent vectors, each of the model's z size")
+    latents: list[Numbers] = Field(
+        fail_fast=True, description="latent vectors, each of the model's z size"
+    )
 
 
 class EditBody(BaseModel):
-    latent: list[float]
-    attribute: list[str] | str
-    strength: list[float] | float | None = Field(
+    latent: Numbers
+    attribute: Annotated[list[str], Field(fail_fast=True)] | str
+    strength: Numbers | float | None = Field(
         None, description="default: the strength the checkpoint records, else 1"
     )
-    strengths: list[float] | None = Field(None, description="a strip: one image per strength")
+    strengths: Numbers | None = Field(
+        None, description="a strip: one image per strength (instead of strength)"
+    )
 
 
 class InterpolateBody(BaseModel):
-    latent_a: list[float]
-    latent_b: list[float]
+    latent_a: Numbers
+    latent_b: Numbers
     steps: int = 8
 
 
@@ -324,21 +345,21 @@ def _image_parts(*names: str) -> dict[str, Any]:
     return {"requestBody": {"content": {"multipart/form-data": {"encoding": encoding}}}}
 
 
+def _json_only(body: type[BaseModel]) -> dict[str, Any]:
+    """openapi_extra for a route that reads a JSON body itself (see `_json_body`)."""
+    json_body = {"application/json": {"schema": body.model_json_schema()}}
+    return {"requestBody": {"required": True, "content": json_body}}
+
+
 def _either_body(form: dict[str, Any], body: type[BaseModel]) -> dict[str, Any]:
     """openapi_extra for a route that reads an upload form or a JSON body itself."""
     images = [name for name, schema in form["properties"].items() if schema == _UPLOAD]
-    return {
-        "requestBody": {
-            "required": True,
-            "content": {
-                "multipart/form-data": {
-                    "schema": form,
-                    "encoding": dict.fromkeys(images, _ANY_IMAGE),
-                },
-                "application/json": {"schema": body.model_json_schema()},
-            },
-        }
+    extra = _json_only(body)
+    extra["requestBody"]["content"]["multipart/form-data"] = {
+        "schema": form,
+        "encoding": dict.fromkeys(images, _ANY_IMAGE),
     }
+    return extra
 
 
 _NUMBERS = {"type": "array", "items": {"type": "number"}}
@@ -372,8 +393,35 @@ INTERPOLATE_FORM = {
 }
 
 
-def _is_json(request: Request) -> bool:
-    return request.headers.get("content-type", "").startswith("application/json")
+def _is_json(headers: Mapping[str, str]) -> bool:
+    media_type = headers.get("content-type", "").partition(";")[0].strip().lower()
+    return media_type == "application/json" or (
+        media_type.startswith("application/") and media_type.endswith("+json")
+    )
+
+
+def _short(text: str, limit: int = 100) -> str:
+    """`text` cut to `limit` characters: messages quote what was sent, which may be huge."""
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
+
+_SHOWN_PROBLEMS = 5
+
+
+def _problems(error: ValidationError | RequestValidationError) -> list[dict[str, Any]]:
+    """The first few problems, without the input each one would echo, then how many more."""
+    if isinstance(error, ValidationError):
+        errors = error.errors(include_url=False, include_context=False, include_input=False)
+    else:
+        errors = list(error.errors())
+    shown: list[dict[str, Any]] = [
+        {"type": e["type"], "loc": list(e["loc"]), "msg": _short(str(e["msg"]), 200)}
+        for e in errors[:_SHOWN_PROBLEMS]
+    ]
+    if len(errors) > _SHOWN_PROBLEMS:
+        more = len(errors) - _SHOWN_PROBLEMS
+        shown.append({"type": "more", "loc": [], "msg": f"and {more} more problems"})
+    return shown
 
 
 def _as_list(value: Any) -> list[Any]:
@@ -382,25 +430,61 @@ def _as_list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else [value]
 
 
-def _floats(values: list[str], name: str) -> list[float]:
+def _at_most(count: int, what: str, limit: int) -> None:
+    if count > limit:
+        raise RequestError(f"{count} {what} sent; the limit is {limit}")
+
+
+def _split(values: list[Any], what: str, limit: int) -> list[str]:
+    """Form values, each one or several separated by commas, counted before they are split."""
+    texts = [str(value) for value in values]
+    _at_most(sum(text.count(",") + 1 for text in texts), what, limit)
+    return [part for text in texts for part in text.split(",")]
+
+
+def _floats(values: list[str], name: str, limit: int) -> list[float]:
     parsed = []
-    for value in values:
-        for part in str(value).split(","):
-            try:
-                parsed.append(float(part))
-            except ValueError:
-                raise RequestError(f"{name} must be numbers, got {part!r}") from None
+    for part in _split(values, f"values of {name!r}", limit):
+        try:
+            parsed.append(float(part))
+        except ValueError:
+            raise RequestError(f"{name} must be numbers, got {_short(repr(part))}") from None
     return parsed
 
 
-async def _json_body(request: Request, model: type[BaseModel]) -> Any:
-    from pydantic import ValidationError
+def _not_both_strengths(strength: bool, strengths: bool) -> None:
+    if strength and strengths:
+        raise RequestError("send 'strength' (one image) or 'strengths' (a strip), not both")
 
+
+def _json_value_limit(runtime: Runtime) -> int:
+    """More values than any JSON request to this model needs: the largest is a /decode of
+    max_samples latents."""
+    return runtime.settings.max_samples * (runtime.predictor.latent_dim + 1) + 1024
+
+
+async def _json_body(request: Request, runtime: Runtime, model: type[BaseModel]) -> Any:
+    if not _is_json(request.headers):
+        raise RequestError("send the body as application/json", 415)
+    body = await request.body()
+    # Parsing holds the GIL (a worker thread would stall the loop just the same) and costs
+    # about a microsecond per value: bound the values, by counting their separators in C,
+    # before parsing. The middleware has already bounded the bytes.
+    values = body.count(b",") + body.count(b"[") + body.count(b"{")
+    limit = _json_value_limit(runtime)
+    if values > limit:
+        raise RequestError(
+            f"the JSON body holds over {limit:,} values, more than a request to this model "
+            f"needs (at most {runtime.settings.max_samples} latents of "
+            f"{runtime.predictor.latent_dim})",
+            413,
+        )
     try:
-        return model.model_validate_json(await request.body())
+        return model.model_validate_json(body)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors()
+            f"{'.'.join(map(str, p['loc'])) or 'body'}: {p['msg']}" if p["loc"] else p["msg"]
+            for p in _problems(exc)
         )
         raise RequestError(f"invalid JSON body: {problems}") from None
 
@@ -411,7 +495,9 @@ async def _form(request: Request) -> Any:
         raise RequestError(
             "send multipart/form-data (an image file) or application/json (a latent)", 415
         )
-    return await request.form()
+    # The text fields here are names and numbers. Starlette's defaults (1,000 fields of 1 MB)
+    # would let one request have megabytes of them parsed on the event loop.
+    return await request.form(max_files=4, max_fields=32, max_part_size=16 * 1024)
 
 
 def _one_integer(values: list[Any], name: str, default: int) -> int:
@@ -422,10 +508,32 @@ def _one_integer(values: list[Any], name: str, default: int) -> int:
     try:
         return int(str(values[0]).strip())
     except ValueError:
-        raise RequestError(f"{name} must be a whole number, got {values[0]!r}") from None
+        raise RequestError(
+            f"{name} must be a whole number, got {_short(repr(values[0]))}"
+        ) from None
+
+
+def _refuse_repeated(form: Any, *fields: str) -> None:
+    """FastAPI and Starlette keep the last of repeated parts; which one was meant is a guess."""
+    repeated = [field for field in fields if len(form.getlist(field)) > 1]
+    if repeated:
+        raise RequestError(
+            f"field {', '.join(map(repr, repeated))} sent more than once; send one file each"
+        )
+
+
+def single_files(*fields: str) -> Any:
+    """A dependency refusing repeated parts of FastAPI-declared single-file fields (the form is
+    parsed by then, and `request.form()` returns it again)."""
+
+    async def check(request: Request) -> None:
+        _refuse_repeated(await request.form(), *fields)
+
+    return Depends(check)
 
 
 async def _upload(form: Any, field: str) -> bytes:
+    _refuse_repeated(form, field)
     value = form.get(field)
     if value is None or isinstance(value, str):
         raise RequestError(f"missing file field {field!r} (multipart/form-data)")
@@ -453,6 +561,7 @@ _UPLOAD_ERRORS = _errors(400, 413, 415, 422, 503, 504)
     response_class=Response,
     responses=_IMAGE_ANSWER | _UPLOAD_ERRORS,
     openapi_extra=_image_parts("image"),
+    dependencies=[single_files("image")],
 )
 async def reconstruct(
     request: Request, runtime: RuntimeDep, image: Annotated[UploadFile, File()]
@@ -492,9 +601,13 @@ async def encode(runtime: RuntimeDep, image: Annotated[list[UploadFile], File()]
     "/decode",
     summary="Decode latents to images",
     response_class=Response,
-    responses=_IMAGE_ANSWER | _errors(400, 413, 422, 503, 504),
+    responses=_IMAGE_ANSWER | _errors(400, 413, 415, 422, 503, 504),
+    openapi_extra=_json_only(DecodeBody),
 )
-async def decode(request: Request, runtime: RuntimeDep, body: DecodeBody) -> Response:
+async def decode(request: Request, runtime: RuntimeDep) -> Response:
+    # Read here rather than declared as a parameter: FastAPI would parse and validate the body
+    # without our bounds and echo every bad element back (see `_json_body`).
+    body = await _json_body(request, runtime, DecodeBody)
     latents = runtime.latents_from(body.latents)
     return await respond(request, runtime, Rendered(await runtime.decode(latents), latents))
 
@@ -507,18 +620,22 @@ async def decode(request: Request, runtime: RuntimeDep, body: DecodeBody) -> Res
     openapi_extra=_either_body(EDIT_FORM, EditBody),
 )
 async def attribute_edit(request: Request, runtime: RuntimeDep) -> Response:
-    if _is_json(request):
-        body = await _json_body(request, EditBody)
-        z = await runtime.latent_of(None, body.latent)
+    # Each attribute costs a vector sum on the event loop: as many as strengths at most.
+    limit = runtime.settings.max_strengths
+    if _is_json(request.headers):
+        body = await _json_body(request, runtime, EditBody)
+        _not_both_strengths(body.strength is not None, body.strengths is not None)
         names, strengths, strip = _as_list(body.attribute), _as_list(body.strength), body.strengths
+        _at_most(len(names), "attributes", limit)
+        z = await runtime.latent_of(None, body.latent)
     else:
         form = await _form(request)
+        _not_both_strengths(bool(form.getlist("strength")), bool(form.getlist("strengths")))
+        parts = _split(form.getlist("attribute"), "attributes", limit)
+        names = [name.strip() for name in parts if name.strip()]
+        strengths = _floats(form.getlist("strength"), "strength", limit)
+        strip = _floats(form.getlist("strengths"), "strengths", limit) or None
         z = await runtime.latent_of(await _upload(form, "image"), None)
-        names = [
-            n.strip() for v in form.getlist("attribute") for n in str(v).split(",") if n.strip()
-        ]
-        strengths = _floats(form.getlist("strength"), "strength")
-        strip = _floats(form.getlist("strengths"), "strengths") or None
     rendered = await runtime.attribute_edit(z, names, strengths or None, strip)
     return await respond(request, runtime, rendered)
 
@@ -531,8 +648,8 @@ async def attribute_edit(request: Request, runtime: RuntimeDep) -> Response:
     openapi_extra=_either_body(INTERPOLATE_FORM, InterpolateBody),
 )
 async def interpolate(request: Request, runtime: RuntimeDep) -> Response:
-    if _is_json(request):
-        body = await _json_body(request, InterpolateBody)
+    if _is_json(request.headers):
+        body = await _json_body(request, runtime, InterpolateBody)
         z_a, z_b = runtime.latents_from([body.latent_a, body.latent_b])
         steps = body.steps
     else:
@@ -552,6 +669,7 @@ async def interpolate(request: Request, runtime: RuntimeDep) -> Response:
     response_model=Similarity,
     responses={**_UPLOAD_ERRORS, **_errors(409)},
     openapi_extra=_image_parts("image_a", "image_b"),
+    dependencies=[single_files("image_a", "image_b")],
 )
 async def similarity(
     runtime: RuntimeDep,
@@ -686,6 +804,33 @@ async def static(request: Request, name: str) -> Response:
 
 
 # --------------------------------------------------------------------------------------------
+# the API's documentation: behind the API key, when one is set, unless VAEGAN_PROTECT_DOCS=false
+
+
+async def require_api_key_for_docs(request: Request) -> None:
+    if request.app.state.settings.protect_docs:
+        await require_api_key(request)
+
+
+docs = APIRouter(include_in_schema=False, dependencies=[Depends(require_api_key_for_docs)])
+
+
+@docs.get("/openapi.json")
+async def openapi(request: Request) -> JSONResponse:
+    return JSONResponse(request.app.openapi())
+
+
+@docs.get("/docs")
+async def swagger_ui(request: Request) -> HTMLResponse:
+    return get_swagger_ui_html(openapi_url="/openapi.json", title=f"{request.app.title} - docs")
+
+
+@docs.get("/redoc")
+async def redoc(request: Request) -> HTMLResponse:
+    return get_redoc_html(openapi_url="/openapi.json", title=f"{request.app.title} - ReDoc")
+
+
+# --------------------------------------------------------------------------------------------
 # errors
 
 
@@ -699,14 +844,20 @@ _IMAGE_STATUS: dict[type[ImageError], int] = {
 
 
 def _install_error_handlers(app: FastAPI) -> None:
+    # Messages may quote what was sent: cut them, so that no refusal is bigger than a few KB.
     @app.exception_handler(RequestError)
     async def request_error(_: Request, exc: RequestError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=exc.status)
+        return JSONResponse({"detail": _short(str(exc), 2000)}, status_code=exc.status)
 
     @app.exception_handler(ImageError)
     async def image_error(_: Request, exc: ImageError) -> JSONResponse:
         status = next((s for t, s in _IMAGE_STATUS.items() if isinstance(exc, t)), 400)
-        return JSONResponse({"detail": str(exc)}, status_code=status)
+        return JSONResponse({"detail": _short(str(exc), 2000)}, status_code=status)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's own answer lists every problem with the input it found, however many.
+        return JSONResponse({"detail": _problems(exc)}, status_code=422)
 
     @app.exception_handler(QueueFullError)
     async def queue_full(_: Request, exc: QueueFullError) -> JSONResponse:
@@ -752,6 +903,12 @@ def create_app(settings: ServiceSettings, checkpoint: Checkpoint | None = None) 
         summary="A VAE-GAN (Larsen et al. 2016): encode, decode, sample and edit faces.",
         version="0.1.0",
         lifespan=lifespan,
+        # Served by the `docs` router instead, so that they can require the API key.
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
+        # Starlette builds the redirect's Location from the Host header, which anyone can set.
+        redirect_slashes=False,
     )
     app.state.settings = settings
     app.state.metrics = metrics
@@ -759,9 +916,15 @@ def create_app(settings: ServiceSettings, checkpoint: Checkpoint | None = None) 
     app.state.load_error = None
     app.include_router(health)
     app.include_router(web)
+    app.include_router(docs)
     app.include_router(router)
     _install_error_handlers(app)
-    app.add_middleware(RequestMiddleware, metrics=metrics, max_body_bytes=settings.max_upload_bytes)
+    app.add_middleware(
+        RequestMiddleware,
+        metrics=metrics,
+        max_body_bytes=settings.max_upload_bytes,
+        max_json_bytes=settings.max_json_bytes,
+    )
     return app
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 from collections.abc import Sequence
@@ -32,6 +33,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-batch-size", type=int, help="images per forward pass (default 32)")
     parser.add_argument("--max-batch-delay-ms", type=float, help="batching wait (default 5)")
     parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    parser.add_argument(
+        "--keep-alive-timeout-s",
+        type=int,
+        help="close idle connections after this long (default 75; keep a load balancer's idle "
+        "timeout shorter)",
+    )
+    parser.add_argument(
+        "--header-timeout-s", type=float, help="time for a request's headers (default 10)"
+    )
+    parser.add_argument(
+        "--body-timeout-s", type=float, help="time for a request's body (default 60)"
+    )
     return parser
 
 
@@ -80,6 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from model.checkpoint import CheckpointError, load_checkpoint
     from model.device import DeviceError, select_device
     from service.app import create_app
+    from service.server import uvicorn_config
 
     try:
         select_device(settings.device)
@@ -88,16 +102,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (CheckpointError, DeviceError) as exc:
         print(f"vaegan-serve: error: {exc}", file=sys.stderr)
         return 2
-    app = create_app(settings, checkpoint)
-    uvicorn.run(
-        app,
-        host=settings.host,
-        port=settings.port,
+    config = uvicorn_config(
+        create_app(settings, checkpoint),
+        settings,
         log_level=settings.log_level,
         access_log=False,  # our middleware writes structured access lines
         timeout_graceful_shutdown=10,
     )
-    return 0
+    server = uvicorn.Server(config)
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: uvicorn has shut down already
+        server.run()
+    # uvicorn has logged why it did not start (the port in use, say); 3 as `uvicorn.run` exits.
+    return 0 if server.started else 3
 
 
 if __name__ == "__main__":

@@ -36,6 +36,12 @@ class ServiceSettings(BaseSettings):
     max_queue: int = Field(512, ge=1, description="queued images before 503")
     request_timeout_s: float = Field(30.0, gt=0.0, le=3600.0)
     max_upload_bytes: int = Field(10 * 1024 * 1024, ge=1024)
+    max_json_bytes: int = Field(
+        512 * 1024,
+        ge=1024,
+        description="largest application/json body; parsing holds the event loop, about 10 ms "
+        "per MB, so keep it near what max_samples latents need",
+    )
     max_image_pixels: int = Field(40_000_000, ge=64)
     max_samples: int = Field(64, ge=1, le=1024)
     max_strengths: int = Field(16, ge=1, le=256)
@@ -45,6 +51,27 @@ class ServiceSettings(BaseSettings):
     decode_threads: int = Field(2, ge=1, le=64, description="threads decoding/encoding images")
     torch_threads: int | None = Field(None, ge=1, description="intra-op threads for the model")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    protect_docs: bool = Field(
+        True, description="with an API key set, /docs, /redoc and /openapi.json require it too"
+    )
+
+    # The connection: what one client can hold open, and for how long.
+    max_header_bytes: int = Field(
+        32 * 1024, ge=1024, le=1024 * 1024, description="request line and headers, in bytes"
+    )
+    keep_alive_timeout_s: int = Field(
+        75,
+        ge=1,
+        le=3600,
+        description="close a connection idle this long (a load balancer's idle timeout in front "
+        "must be shorter)",
+    )
+    header_timeout_s: float = Field(
+        10.0, gt=0.0, le=3600.0, description="a request's line and headers must arrive in this time"
+    )
+    body_timeout_s: float = Field(
+        60.0, gt=0.0, le=3600.0, description="a request's body must arrive in this time"
+    )
 
     @field_validator("device")
     @classmethod

@@ -23,6 +23,7 @@ from model.codec import Preprocessing
 from model.config import get_preset
 from model.networks import build_vaegan
 from service.app import create_app
+from service.server import uvicorn_config
 from service.settings import ServiceSettings
 
 ATTRIBUTES = ("Smiling", "Eyeglasses", "Male")
@@ -50,15 +51,13 @@ class RunningServer:
 
 
 def start_server(checkpoint: Path, **overrides: Any) -> RunningServer:
-    settings = ServiceSettings(checkpoint=checkpoint, device="cpu", **overrides)
     port = free_port()
-    config = uvicorn.Config(
-        create_app(settings),
-        host="127.0.0.1",
-        port=port,
-        log_level="warning",
-        access_log=False,
-        lifespan="on",
+    settings = ServiceSettings(
+        checkpoint=checkpoint, device="cpu", host="127.0.0.1", port=port, **overrides
+    )
+    # The CLI's own uvicorn configuration (connection limits and timeouts included).
+    config = uvicorn_config(
+        create_app(settings), settings, log_level="warning", access_log=False, lifespan="on"
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)

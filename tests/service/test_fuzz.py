@@ -51,10 +51,9 @@ def with_the_models_facts(spec: dict[str, Any]) -> dict[str, Any]:
     spec = copy.deepcopy(spec)
     latent = {"type": "array", "items": {"type": "number"}, "minItems": LATENT, "maxItems": LATENT}
     names = {"type": "string", "enum": list(ATTRIBUTES)}
-    spec["components"]["schemas"]["DecodeBody"]["properties"]["latents"].update(
-        items=latent, minItems=1
-    )
     paths = spec["paths"]
+    decode = paths["/decode"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    decode["properties"]["latents"].update(items=latent, minItems=1)
     edit = paths["/attribute-edit"]["post"]["requestBody"]["content"]
     edit["application/json"]["schema"]["properties"].update(
         latent=latent, attribute={"anyOf": [{"type": "array", "items": names}, names]}
