@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import io
 import math
+import reprlib
 import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -21,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
+
+from model.config import is_whole_number
 
 # CelebA's aligned images and the authors' crop box within them (rows top:bottom, cols left:right).
 CELEBA_ALIGNED_SIZE = (178, 218)  # (width, height)
@@ -91,6 +94,24 @@ class Preprocessing:
             object.__setattr__(self, "celeba_crop", tuple(self.celeba_crop))
         object.__setattr__(self, "value_range", tuple(self.value_range))
         object.__setattr__(self, "alpha_background", tuple(self.alpha_background))
+        # Checkpoints bring these from JSON, where true passes for 1 and 64.0 for 64 in the
+        # comparisons below and then breaks the first request.
+        for name in ("image_size", "channels"):
+            value = getattr(self, name)
+            if not is_whole_number(value):
+                raise ValueError(f"{name} must be a whole number, got {reprlib.repr(value)}")
+        if not isinstance(self.blur, bool):
+            raise ValueError(f"blur must be true or false, got {reprlib.repr(self.blur)}")
+        crop = self.celeba_crop
+        if crop is not None and not (len(crop) == 4 and all(map(is_whole_number, crop))):
+            raise ValueError(f"celeba_crop must be 4 whole numbers, got {reprlib.repr(crop)}")
+        background = self.alpha_background
+        if not (
+            len(background) == 3 and all(is_whole_number(c) and 0 <= c <= 255 for c in background)
+        ):
+            raise ValueError(
+                f"alpha_background must be 3 whole numbers 0-255, got {reprlib.repr(background)}"
+            )
         if self.image_size < 8:
             raise ValueError(f"image_size must be at least 8, got {self.image_size}")
         if self.channels not in (1, 3):

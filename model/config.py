@@ -8,9 +8,12 @@ file alone. `paper64` is the authors' 64x64 architecture (andersbll/autoencoding
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
+import reprlib
+import typing
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeGuard
 
 InitScheme = Literal["authors", "pytorch"]
 # "image" is the VAE-GAN's D(x); "joint" is ALI's D(x, z) (Dumoulin et al. 2016).
@@ -27,6 +30,15 @@ def discriminator_for(objective: str) -> DiscriminatorKind:
 
 class ConfigError(ValueError):
     """A configuration that cannot build working networks, with the reason."""
+
+
+# Far beyond any model this code is meant for (the paper's is 64px, z = 128, 1024 wide, 5x5
+# kernels), yet small enough that a config read from a file cannot ask for networks no machine
+# could build.
+MAX_IMAGE_SIZE = 1024
+MAX_LATENT_DIM = 4096
+MAX_WIDTH = 8192
+MAX_KERNEL_SIZE = 15
 
 
 @dataclass(frozen=True)
@@ -67,9 +79,12 @@ class VAEGANConfig:
     init_gain: float = 1.0
 
     def __post_init__(self) -> None:
-        # Tuples arrive as lists from JSON; normalise so equality and hashing behave.
+        # Tuples arrive as lists from JSON; normalise so equality and hashing behave. Their
+        # elements are checked, not converted: int() would turn true, 2.5 or "64" into widths.
         for name in ("encoder_channels", "decoder_channels", "discriminator_channels"):
-            object.__setattr__(self, name, tuple(int(c) for c in getattr(self, name)))
+            value = getattr(self, name)
+            if isinstance(value, list):
+                object.__setattr__(self, name, tuple(value))
         self.validate()
 
     @property
@@ -87,13 +102,22 @@ class VAEGANConfig:
         return (self.discriminator_channels[-1], self.base_size, self.base_size)
 
     def validate(self) -> None:
-        problems: list[str] = []
+        problems = _type_problems(self)
+        if problems:
+            # The checks below compare numbers; with the wrong types they would only crash.
+            raise ConfigError("invalid VAEGANConfig: " + "; ".join(problems))
         if self.channels not in (1, 3):
             problems.append(f"channels must be 1 or 3, got {self.channels}")
         if self.latent_dim < 1:
             problems.append(f"latent_dim must be positive, got {self.latent_dim}")
+        elif self.latent_dim > MAX_LATENT_DIM:
+            problems.append(f"latent_dim must be at most {MAX_LATENT_DIM}, got {self.latent_dim}")
         if self.kernel_size < 1 or self.kernel_size % 2 == 0:
             problems.append(f"kernel_size must be odd and positive, got {self.kernel_size}")
+        elif self.kernel_size > MAX_KERNEL_SIZE:
+            problems.append(
+                f"kernel_size must be at most {MAX_KERNEL_SIZE}, got {self.kernel_size}"
+            )
         if not self.encoder_channels:
             problems.append("encoder_channels must name at least one stride-2 stage")
         stage_counts = {
@@ -109,6 +133,8 @@ class VAEGANConfig:
             )
         if self.image_size < 8:
             problems.append(f"image_size must be at least 8, got {self.image_size}")
+        elif self.image_size > MAX_IMAGE_SIZE:
+            problems.append(f"image_size must be at most {MAX_IMAGE_SIZE}, got {self.image_size}")
         elif self.encoder_channels and (
             self.image_size % (1 << self.stages) != 0 or self.image_size >> self.stages < 2
         ):
@@ -127,6 +153,8 @@ class VAEGANConfig:
         ]
         if any(w < 1 for w in widths):
             problems.append("every layer width must be positive")
+        if any(w > MAX_WIDTH for w in widths):
+            problems.append(f"every layer width must be at most {MAX_WIDTH}, got {max(widths)}")
         if not 0.0 < self.bn_momentum <= 1.0:
             problems.append(f"bn_momentum must be in (0, 1], got {self.bn_momentum}")
         if self.conv_bn_eps <= 0 or self.fc_bn_eps <= 0:
@@ -165,6 +193,36 @@ class VAEGANConfig:
 
 def _jsonable(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
+
+
+def is_whole_number(value: object) -> TypeGuard[int]:
+    """An int that is not a bool (JSON's true is no size)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+@functools.cache
+def _field_types() -> dict[str, Any]:
+    return typing.get_type_hints(VAEGANConfig)
+
+
+def _type_problems(config: VAEGANConfig) -> list[str]:
+    """What does not have its annotated type (JSON's true is no width, 1e6 is no latent size)."""
+    problems = []
+    for name, kind in _field_types().items():
+        value = getattr(config, name)
+        if kind is int and not is_whole_number(value):
+            problems.append(f"{name} must be a whole number, got {reprlib.repr(value)}")
+        elif kind is float and not (
+            isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+        ):
+            problems.append(f"{name} must be a finite number, got {reprlib.repr(value)}")
+        elif typing.get_origin(kind) is tuple and not (
+            isinstance(value, tuple) and all(is_whole_number(v) for v in value)
+        ):
+            problems.append(f"{name} must be a list of whole numbers, got {reprlib.repr(value)}")
+        elif typing.get_origin(kind) is Literal and not isinstance(value, str):
+            problems.append(f"{name} must be a string, got {reprlib.repr(value)}")
+    return problems
 
 
 def stages_for_size(image_size: int) -> int:

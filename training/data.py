@@ -2,13 +2,15 @@
 
 Every image goes through `model.codec.load_image_tensor`, the same function the service uses.
 A damaged image inside a data set is skipped and counted (each batch reports how many of its
-images were skipped), never a crash hours into a run.
+images were skipped), never a crash hours into a run. So is anything that is not a regular file
+(a FIFO would block the loader forever, a link to /dev/zero would fill the memory) and any file
+larger than an image may be.
 """
 
 from __future__ import annotations
 
 import csv
-import json
+import io
 import logging
 import os
 from collections.abc import Iterable, Sequence
@@ -20,7 +22,13 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from model.codec import ImageError, Preprocessing, load_image_tensor
+from model.codec import DEFAULT_LIMITS, ImageError, Preprocessing, load_image_tensor
+from model.files import (
+    FileRefusedError,
+    open_regular_file,
+    read_regular_file,
+    strict_json_loads,
+)
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +40,8 @@ SYNTHETIC_MANIFEST_FILE = "synthetic_faces.json"
 SPLITS = {"train": (0,), "val": (1,), "test": (2,), "train+val": (0, 1), "all": (0, 1, 2)}
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 _MAX_LISTED_PROBLEMS = 8
+# The generator writes a few hundred bytes.
+_MAX_MANIFEST_BYTES = 1024 * 1024
 
 
 class DatasetError(ValueError):
@@ -87,8 +97,8 @@ class _ImageFiles(Dataset[Sample | None]):
     def __getitem__(self, index: int) -> Sample | None:
         path = self.paths[index]
         try:
-            image = load_image_tensor(path.read_bytes(), self.preprocessing)
-        except (ImageError, OSError) as exc:
+            image = read_image_file(path, self.preprocessing)
+        except (ImageError, FileRefusedError) as exc:
             log.warning("skipping damaged image %s: %s", path, exc)
             return None
         if self.flip and torch.rand(()) < 0.5:
@@ -97,7 +107,14 @@ class _ImageFiles(Dataset[Sample | None]):
 
     def load(self, index: int) -> Tensor:
         """One image, preprocessed and unflipped; raises on a damaged file."""
-        return load_image_tensor(self.paths[index].read_bytes(), self.preprocessing)
+        return read_image_file(self.paths[index], self.preprocessing)
+
+
+def read_image_file(path: Path, preprocessing: Preprocessing) -> Tensor:
+    """An image file as a model input; FileRefusedError for anything but a regular file within
+    the codec's size limit, ImageError for one that is not a usable image."""
+    data = read_regular_file(path, max_bytes=DEFAULT_LIMITS.max_bytes)
+    return load_image_tensor(data, preprocessing)
 
 
 # --------------------------------------------------------------------------------------------
@@ -177,7 +194,10 @@ def _first_existing(root: Path, text_name: str) -> Path | None:
 
 def _rows(path: Path) -> Iterable[tuple[int, list[str]]]:
     """(line number, fields) for each non-blank line, whitespace- or comma-separated."""
-    with path.open(newline="", encoding="utf-8", errors="replace") as handle:
+    with (
+        open_regular_file(path) as (raw, _),
+        io.TextIOWrapper(raw, newline="", encoding="utf-8", errors="replace") as handle,
+    ):
         if path.suffix == ".csv":
             for number, fields in enumerate(csv.reader(handle), start=1):
                 if fields:
@@ -363,8 +383,9 @@ class ImageFolderDataset(_ImageFiles):
 def read_synthetic_manifest(root: str | os.PathLike[str]) -> dict[str, Any] | None:
     """The generator's seed and count when `root` holds synthetic faces; None otherwise."""
     try:
-        manifest = json.loads((Path(root) / SYNTHETIC_MANIFEST_FILE).read_text())
-    except (OSError, ValueError):
+        path = Path(root) / SYNTHETIC_MANIFEST_FILE
+        manifest = strict_json_loads(read_regular_file(path, max_bytes=_MAX_MANIFEST_BYTES))
+    except ValueError:  # not a regular file, or not JSON a checkpoint can record
         return None
     return manifest if isinstance(manifest, dict) else None
 

@@ -24,6 +24,7 @@ import itertools
 import json
 import math
 import os
+import reprlib
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -44,14 +45,17 @@ from model.checkpoint import (
 )
 from model.checkpoint import (
     CheckpointError,
+    SafetensorsHeader,
     atomic_write_bytes,
-    checked_file_size,
+    layout_problem,
     load_verified_weights,
-    parse_safetensors_header,
+    module_layout,
+    read_safetensors_file,
     software_versions,
     versioned_json_metadata,
 )
 from model.codec import Preprocessing
+from model.config import MAX_KERNEL_SIZE, MAX_WIDTH, is_whole_number
 from training.data import CelebADataset
 from training.evaluate import inference_loader, progress_bar
 
@@ -61,6 +65,8 @@ HEADER_KEY = "vaegan_judge"
 IMAGE_SIZE = 64
 DEFAULT_WIDTHS = (32, 64, 128, 256)
 DEFAULT_KERNEL_SIZE = 5
+# Each stage halves the image: six take 64 pixels down to 1.
+_MAX_STAGES = 8
 # Inference batches: large enough to keep a GPU busy, small enough for a CPU's cache.
 _INFERENCE_BATCH = 256
 # Trained by scripts/train_demo.sh on the synthetic faces; `evaluate` uses it for synthetic data.
@@ -86,11 +92,21 @@ class JudgeArchitecture:
     kernel_size: int = DEFAULT_KERNEL_SIZE
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
-        if not self.widths or not all(w >= 1 for w in self.widths):
-            raise ValueError(f"widths must be positive, got {self.widths}")
-        if self.kernel_size < 1 or self.kernel_size % 2 == 0:
-            raise ValueError(f"kernel_size must be odd and positive, got {self.kernel_size}")
+        # Checked, not converted: a judge file's JSON could say true or 1e9 here.
+        object.__setattr__(self, "widths", tuple(self.widths))
+        if not (
+            0 < len(self.widths) <= _MAX_STAGES
+            and all(is_whole_number(w) and 1 <= w <= MAX_WIDTH for w in self.widths)
+        ):
+            raise ValueError(
+                f"widths must be 1 to {_MAX_STAGES} whole numbers from 1 to {MAX_WIDTH}, "
+                f"got {reprlib.repr(self.widths)}"
+            )
+        k = self.kernel_size
+        if not (is_whole_number(k) and 1 <= k <= MAX_KERNEL_SIZE and k % 2 == 1):
+            raise ValueError(
+                f"kernel_size must be odd, from 1 to {MAX_KERNEL_SIZE}, got {reprlib.repr(k)}"
+            )
 
     @property
     def feature_dim(self) -> int:
@@ -101,7 +117,7 @@ class JudgeArchitecture:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> JudgeArchitecture:
-        return cls(widths=tuple(data["widths"]), kernel_size=int(data["kernel_size"]))
+        return cls(widths=tuple(data["widths"]), kernel_size=data["kernel_size"])
 
 
 class JudgeNetwork(nn.Module):
@@ -446,29 +462,38 @@ def save_judge(
 
 
 def load_judge(path: str | os.PathLike[str], *, device: str | torch.device = "cpu") -> Judge:
-    """Rebuild a judge from its file, in eval mode on `device`, or raise JudgeError."""
+    """Rebuild a judge from its file, in eval mode on `device`, or raise JudgeError.
+
+    Its header is checked against the tensors it declares before any weights are read, so a
+    header describing an enormous network costs nothing to refuse.
+    """
     source = Path(path)
+
+    def accept(framing: SafetensorsHeader) -> JudgeHeader:
+        header = _parse_judge_header(source, framing.raw)
+        with torch.device("meta"):
+            skeleton = _network_for(header)
+        problem = layout_problem(module_layout(skeleton), framing.tensors)
+        if problem is not None:
+            raise JudgeError(source, problem)
+        return header
+
     try:
-        size = checked_file_size(source)
-        data = source.read_bytes()
-        if len(data) != size:
-            raise JudgeError(source, "the file changed while it was being read")
-        raw_header, _ = parse_safetensors_header(source, data, size)
-    except CheckpointError as exc:
-        raise JudgeError(source, exc.problem) from None
-    header = _parse_judge_header(source, raw_header)
-    try:
+        header, data = read_safetensors_file(source, accept)
         tensors = safetensors_load(data)
-    except (SafetensorError, ValueError, RuntimeError) as exc:
-        raise JudgeError(source, f"the tensor data cannot be read ({exc})") from None
-    network = JudgeNetwork(
-        header.preprocessing.channels, len(header.attribute_names), header.architecture
-    )
-    try:
+        network = _network_for(header)
         load_verified_weights(source, network, tensors)
     except CheckpointError as exc:
         raise JudgeError(source, exc.problem) from None
+    except (SafetensorError, ValueError, RuntimeError) as exc:
+        raise JudgeError(source, f"the tensor data cannot be read ({exc})") from None
     return Judge(network.to(device).eval(), header, source)
+
+
+def _network_for(header: JudgeHeader) -> JudgeNetwork:
+    return JudgeNetwork(
+        header.preprocessing.channels, len(header.attribute_names), header.architecture
+    )
 
 
 def _parse_judge_header(path: Path, raw: dict[str, Any]) -> JudgeHeader:

@@ -21,8 +21,9 @@ import torch
 from torch import Tensor
 
 from model.checkpoint import Checkpoint, atomic_write_bytes, load_checkpoint
-from model.codec import ImageError, Preprocessing, encode_png, load_image_tensor, make_grid
+from model.codec import ImageError, Preprocessing, encode_png, make_grid
 from model.device import select_device
+from model.files import FileRefusedError
 from training.attributes import attribute_edits, compute_attribute_vectors, write_attributes
 from training.cli import int_in_range
 from training.data import (
@@ -30,6 +31,7 @@ from training.data import (
     CelebADataset,
     open_dataset,
     read_celeba_index,
+    read_image_file,
     read_synthetic_manifest,
 )
 from training.evaluate import METRIC_NAMES, evaluate, generate_samples
@@ -472,13 +474,9 @@ def _attribute_vector(checkpoint: Checkpoint, name: str) -> Tensor:
 
 def _read_image(path: Path, preprocessing: Preprocessing) -> Tensor:
     try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise ValueError(f"image {path}: no such file") from None
-    except IsADirectoryError:
-        raise ValueError(f"image {path}: a folder, not an image file") from None
-    try:
-        return load_image_tensor(data, preprocessing)
+        return read_image_file(path, preprocessing)
+    except FileRefusedError as exc:
+        raise ValueError(f"image {path}: {exc.problem}") from None
     except ImageError as exc:
         raise ValueError(f"image {path}: {exc}") from None
 

@@ -3,6 +3,7 @@ import json
 import os
 import pickle
 import struct
+import time
 
 import pytest
 import torch
@@ -472,4 +473,250 @@ def test_files_from_before_the_objective_field_read_it_from_the_recipe(saved, tm
 
 def test_a_header_whose_objective_contradicts_its_networks_is_refused(saved, tmp_path):
     path = _rewrite(saved[0], tmp_path / "x.safetensors", header=lambda h: h | {"objective": "ali"})
-    _refused(path, "malformed.*objective 'ali' trains the joint discriminator")
+    _refused(path, "objective 'ali' trains the joint discriminator")
+
+
+# --- hostile files: refused fast, before any network is built, with one message --------------
+
+
+def _refused_quickly(path, message, monkeypatch):
+    """Refused within a fraction of a second, before any tensor data is read."""
+
+    def never(*args, **kwargs):
+        raise AssertionError("the tensor data must not be read before the header is accepted")
+
+    monkeypatch.setattr(checkpoint_module, "safetensors_load", never)
+    started = time.monotonic()
+    error = _refused(path, message)
+    assert time.monotonic() - started < 0.5
+    return error
+
+
+def _with_metadata(source, target, edit):
+    """A copy of `source` whose vaegan metadata text is `edit(text)`, tensors unchanged."""
+    with safe_open(str(source), framework="pt") as handle:
+        tensors = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118
+        text = handle.metadata()["vaegan"]
+    edited = edit(text)
+    assert edited != text
+    save_file(tensors, str(target), metadata={"format": "vaegan-checkpoint", "vaegan": edited})
+    return target
+
+
+def _config_change(key, value):
+    return lambda h: h | {"config": h["config"] | {key: value}}
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        # Valid configs whose networks the file's tensors do not hold: refused from the shapes
+        # the file declares, without building the network (which for encoder_fc 8000 is 1 GiB).
+        ("encoder_fc", 8000, r"wrong shape: encoder.fc.0.weight \(128, 2048\) \(expected"),
+        ("encoder_channels", [8192, 8192, 8192], "wrong shape: encoder.features.0.conv.weight"),
+        ("kernel_size", 15, "wrong shape: encoder.features.0.conv.weight"),
+        ("latent_dim", 4096, "wrong shape: encoder.mu.weight"),
+        # Beyond any sane network: refused from the config alone.
+        ("encoder_fc", 200_000, "every layer width must be at most 8192, got 200000"),
+        ("latent_dim", 1_000_000, "latent_dim must be at most 4096"),
+        ("image_size", 2**20, "image_size must be at most 1024"),
+        ("encoder_channels", [10**9] * 3, "every layer width must be at most 8192"),
+        ("kernel_size", 10_001, "kernel_size must be at most 15"),
+        ("latent_dim", True, "latent_dim must be a whole number, got True"),
+        ("latent_dim", 1e6, "latent_dim must be a whole number, got 1000000.0"),
+        ("encoder_channels", [64.5, 128, 256], "must be a list of whole numbers"),
+        ("bn_momentum", "0.1", "bn_momentum must be a finite number"),
+    ],
+)
+def test_a_config_the_tensors_do_not_match_is_refused_before_building_anything(
+    saved, tmp_path, monkeypatch, key, value, message
+):
+    path = _rewrite(saved[0], tmp_path / "c.safetensors", header=_config_change(key, value))
+    _refused_quickly(path, message, monkeypatch)
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda t: t.replace('"step": 1234', '"step": Infinity'), "has Infinity, which is not"),
+        (lambda t: t.replace('"step": 1234', '"step": NaN'), "has NaN"),
+        (lambda t: t.replace('"step": 1234', '"step": 1e999'), "too large for a float"),
+        (lambda t: t.replace('"step": 1234', '"step": ' + "9" * 5000), "5,000-digit number"),
+        (
+            lambda t: t.replace('"fid": 12.5', '"deep": ' + "[" * 100_000 + "]" * 100_000),
+            "the vaegan metadata is nested more than 32 levels deep",
+        ),
+        (lambda t: t.replace('"step": 1234', '"step": 12.5'), "step must be a whole number"),
+        (lambda t: t.replace('"step": 1234', '"step": true'), "step must be a whole number"),
+        (lambda t: t.replace('"step": 1234', '"step": -3'), "the training step is negative"),
+        (lambda t: t.replace('"positives": 41', '"positives": "41"'), "positives must be a whole"),
+        (lambda t: t.replace('"negatives": 59', '"negatives": -59'), "negative example counts"),
+        (lambda t: t.replace('"name": "Eyeglasses"', '"name": "Smiling"'), "listed twice"),
+        (lambda t: t.replace('"dataset": {', '"dataset": ["x", {'), "not valid JSON"),
+        (lambda t: t.replace('"dataset": {"kind"', '"dataset": 5, "x": {"kind"'), "dataset must"),
+        (
+            lambda t: t.replace('"image_size": 64, "channels"', '"image_size": 64.0, "channels"'),
+            "image_size must be",
+        ),
+        (lambda t: t.replace('"blur": true', '"blur": 1'), "blur must be true or false"),
+    ],
+)
+def test_metadata_values_are_refused_with_the_file_and_the_reason(
+    saved, tmp_path, monkeypatch, edit, message
+):
+    path = _with_metadata(saved[0], tmp_path / "m.safetensors", edit)
+    error = _refused_quickly(path, message, monkeypatch)
+    assert "\n" not in str(error)
+    with pytest.raises(CheckpointError, match=message):
+        read_checkpoint_header(path)
+
+
+def _nested(depth):
+    value: list = []
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
+def _raw_safetensors(path, header, data=b""):
+    text = json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(text)) + text + data)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("entries", "data", "message"),
+    [
+        (
+            {"w": {"dtype": "F32", "shape": [1000, 1000], "data_offsets": [0, 8]}},
+            bytes(8),
+            r"'w' is declared as float32 \(1000, 1000\) \(4,000,000 bytes\) but given 8 bytes",
+        ),
+        (
+            {"w": {"dtype": "F8_E4M3", "shape": [2], "data_offsets": [0, 2]}},
+            bytes(2),
+            "type safetensors does not define: 'F8_E4M3'",
+        ),
+        (
+            {
+                "a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
+                "b": {"dtype": "F32", "shape": [2], "data_offsets": [4, 12]},
+            },
+            bytes(12),
+            "overlap or leave gaps",
+        ),
+        (
+            {"w": {"dtype": "F32", "shape": [-1], "data_offsets": [0, 4]}},
+            bytes(4),
+            "malformed entry",
+        ),
+        ({"x": _nested(40)}, b"", "nested more than 32 levels"),
+    ],
+)
+def test_tensor_entries_must_describe_the_bytes_they_occupy(tmp_path, entries, data, message):
+    _refused(_raw_safetensors(tmp_path / "t.safetensors", entries, data), message)
+
+
+def test_a_deeply_nested_safetensors_header_is_refused(tmp_path):
+    path = tmp_path / "deep.safetensors"
+    text = b'{"x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    path.write_bytes(struct.pack("<Q", len(text)) + text)
+    _refused(path, "its safetensors header is nested more than 32 levels deep")
+
+
+@pytest.mark.timeout(10)
+def test_fifos_and_devices_are_refused_without_reading_them(tmp_path):
+    fifo = tmp_path / "model.safetensors"
+    os.mkfifo(fifo)
+    _refused(fifo, r"not a regular file \(a FIFO\)")
+    with pytest.raises(CheckpointError, match="a FIFO"):
+        read_checkpoint_header(fifo)
+    zero = tmp_path / "zero.safetensors"
+    zero.symlink_to("/dev/zero")
+    _refused(zero, r"not a regular file \(a character device\)")
+
+
+# --- inconsistencies that used to load and then fail every request --------------------------
+
+
+def test_preprocessing_that_disagrees_with_the_config_is_refused_at_load(saved, tmp_path):
+    for key, value, message in [
+        ("image_size", 32, "preprocessing produces 3x32px images but the model takes 3x64px"),
+        ("channels", 1, "preprocessing produces 1x64px images but the model takes 3x64px"),
+    ]:
+        path = _rewrite(
+            saved[0],
+            tmp_path / f"{key}.safetensors",
+            header=lambda h, k=key, v=value: h | {"preprocessing": h["preprocessing"] | {k: v}},
+        )
+        _refused(path, message)
+        with pytest.raises(CheckpointError, match=message):
+            read_checkpoint_header(path)
+
+
+def test_a_negative_batch_norm_variance_is_refused_at_load(saved, tmp_path):
+    name = "encoder.features.0.bn.running_var"
+
+    def negative(t):
+        t[name] = -t[name].abs() - 1
+        return t
+
+    path = _rewrite(saved[0], tmp_path / "v.safetensors", tensors=negative)
+    _refused(path, f"negative batch-norm variances in {name}")
+
+
+@pytest.mark.parametrize(
+    ("name", "change", "message"),
+    [
+        # float16 bits relabelled as int16: the bytes fit, the numbers are garbage.
+        (
+            "encoder.mu.weight",
+            lambda v: v.half().view(torch.int16),
+            r"wrong type: encoder.mu.weight int16 \(expected float32 or float16 or bfloat16\)",
+        ),
+        (
+            "encoder.features.0.bn.running_var",
+            lambda v: v.half(),
+            r"wrong type: encoder.features.0.bn.running_var float16 \(expected float32\)",
+        ),
+        (
+            "encoder.features.0.bn.num_batches_tracked",
+            lambda v: v.float(),
+            r"num_batches_tracked float32 \(expected int64\)",
+        ),
+        ("attributes.Smiling", lambda v: v.half(), "attribute 'Smiling' is stored as float16"),
+    ],
+)
+def test_tensors_must_have_the_types_the_format_allows_them(
+    saved, tmp_path, monkeypatch, name, change, message
+):
+    def relabel(t):
+        t[name] = change(t[name])
+        return t
+
+    path = _rewrite(saved[0], tmp_path / "d.safetensors", tensors=relabel)
+    _refused_quickly(path, message, monkeypatch)
+
+
+def test_saving_applies_the_loaders_rules(saved, tmp_path):
+    _, model, _ = saved
+    target = tmp_path / "x.safetensors"
+    model.encoder.features[0].bn.running_var[0] = -1.0
+    with pytest.raises(ValueError, match="negative batch-norm variances in encoder.features.0"):
+        save_checkpoint(target, model, preprocessing=Preprocessing(64))
+    model.encoder.features[0].bn.running_var[0] = 1.0
+    with pytest.raises(ValueError, match="nested more than 32 levels"):
+        save_checkpoint(target, model, preprocessing=Preprocessing(64), dataset={"x": _nested(40)})
+    with pytest.raises(ValueError, match="negative example counts"):
+        save_checkpoint(
+            target,
+            model,
+            preprocessing=Preprocessing(64),
+            attributes={"Smiling": AttributeVector(torch.zeros(128), -1, 3)},
+        )
+    model.encoder.mu.weight.data[0, 0] = 1e6  # beyond float16
+    with pytest.raises(ValueError, match="NaN or infinite values in encoder.mu.weight"):
+        save_checkpoint(
+            target, model, preprocessing=Preprocessing(64), parameter_dtype=torch.float16
+        )
+    assert not target.exists()

@@ -1,14 +1,17 @@
 import csv
 import io
 import logging
+import os
 import shutil
+import time
 
 import pytest
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from model.codec import Preprocessing, load_image_tensor
+from model.codec import DEFAULT_LIMITS, Preprocessing, load_image_tensor
+from model.files import FileRefusedError
 from training.data import (
     CelebADataset,
     DatasetError,
@@ -16,6 +19,7 @@ from training.data import (
     collate_samples,
     open_dataset,
     read_celeba_index,
+    read_synthetic_manifest,
 )
 from training.synth import SYNTH_ATTRIBUTES
 
@@ -114,6 +118,47 @@ def test_a_batch_of_only_damaged_images_is_empty_not_a_crash(celeba_copy):
     dataset = CelebADataset(celeba_copy, split="all")
     batch = collate_samples([dataset[0], dataset[1]])
     assert batch.skipped == 2 and len(batch.images) == 0
+
+
+@pytest.mark.timeout(20)
+def test_anything_but_a_regular_file_is_skipped_and_counted_without_reading_it(celeba_copy, caplog):
+    images = celeba_copy / "img_align_celeba"
+    # A FIFO used to block the loader forever, a link to /dev/zero to grow it to 6.9 GiB.
+    (images / "000001.jpg").unlink()
+    os.mkfifo(images / "000001.jpg")
+    (images / "000002.jpg").unlink()
+    (images / "000002.jpg").symlink_to("/dev/zero")
+    (images / "000003.jpg").unlink()
+    (images / "000003.jpg").mkdir()
+    with (images / "000004.jpg").open("r+b") as handle:
+        handle.truncate(DEFAULT_LIMITS.max_bytes + 1)  # sparse: no disk, but over the limit
+    dataset = CelebADataset(celeba_copy, split="all")
+    started = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="training.data"):
+        batches = list(DataLoader(dataset, batch_size=8, collate_fn=collate_samples))
+    assert time.monotonic() - started < 10
+    assert sum(b.skipped for b in batches) == 4
+    assert sum(len(b.images) for b in batches) == 56
+    assert "000001.jpg: not a regular file (a FIFO)" in caplog.text
+    assert "000002.jpg: not a regular file (a character device)" in caplog.text
+    assert "000003.jpg: not a regular file (a folder)" in caplog.text
+    assert f"the limit is {DEFAULT_LIMITS.max_bytes:,} bytes" in caplog.text
+    with pytest.raises(FileRefusedError, match="a FIFO"):
+        dataset.load(0)
+
+
+@pytest.mark.timeout(20)
+def test_a_fifo_among_the_label_files_or_the_manifest_never_blocks(celeba_copy):
+    manifest = celeba_copy / "synthetic_faces.json"
+    assert read_synthetic_manifest(celeba_copy) is not None
+    manifest.unlink()
+    os.mkfifo(manifest)
+    assert read_synthetic_manifest(celeba_copy) is None
+    attributes = celeba_copy / "list_attr_celeba.txt"
+    attributes.unlink()
+    os.mkfifo(attributes)
+    with pytest.raises(DatasetError, match="missing: list_attr_celeba.txt"):
+        read_celeba_index(celeba_copy)
 
 
 # --- broken folders: one error that lists what is wrong --------------------------------------
