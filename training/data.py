@@ -98,7 +98,10 @@ class _ImageFiles(Dataset[Sample | None]):
         path = self.paths[index]
         try:
             image = read_image_file(path, self.preprocessing)
-        except (ImageError, FileRefusedError) as exc:
+        except FileRefusedError as exc:
+            log.warning("skipping %s: %s", path, exc.problem)
+            return None
+        except ImageError as exc:
             log.warning("skipping damaged image %s: %s", path, exc)
             return None
         if self.flip and torch.rand(()) < 0.5:

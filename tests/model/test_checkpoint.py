@@ -23,6 +23,7 @@ from model.checkpoint import (
 from model.codec import Preprocessing
 from model.config import get_preset, make_config
 from model.networks import build_vaegan
+from tests.checkpoint_variants import rewrite_checkpoint, with_metadata
 
 
 def _trained_looking(config, seed=0):
@@ -293,26 +294,8 @@ def test_foreign_safetensors_file(tmp_path):
     _refused(path, "not a vaegan checkpoint")
 
 
-def _rewrite(source, target, *, tensors=None, header=None):
-    """Write a variant of a saved checkpoint with edited tensors and/or vaegan header."""
-    loaded = load_checkpoint(source)
-    all_tensors = {k: v.contiguous() for k, v in loaded.model.state_dict().items()}
-    all_tensors.update({f"attributes.{n}": a.vector for n, a in loaded.attributes.items()})
-    if tensors is not None:
-        all_tensors = tensors(all_tensors)
-    info = loaded.header.to_json()
-    if header is not None:
-        info = header(info)
-    save_file(
-        all_tensors,
-        str(target),
-        metadata={"format": "vaegan-checkpoint", "vaegan": json.dumps(info)},
-    )
-    return target
-
-
 def test_newer_format_version(saved, tmp_path):
-    path = _rewrite(
+    path = rewrite_checkpoint(
         saved[0], tmp_path / "new.safetensors", header=lambda h: h | {"format_version": 99}
     )
     _refused(path, "newer vaegan .*format 99.*upgrade")
@@ -326,7 +309,8 @@ def test_invalid_config(saved, tmp_path):
         return h
 
     _refused(
-        _rewrite(saved[0], tmp_path / "c.safetensors", header=bad), "config is invalid.*channels"
+        rewrite_checkpoint(saved[0], tmp_path / "c.safetensors", header=bad),
+        "config is invalid.*channels",
     )
 
 
@@ -336,12 +320,15 @@ def test_unknown_config_key(saved, tmp_path):
         return h
 
     _refused(
-        _rewrite(saved[0], tmp_path / "c.safetensors", header=bad), "unknown model config keys"
+        rewrite_checkpoint(saved[0], tmp_path / "c.safetensors", header=bad),
+        "unknown model config keys",
     )
 
 
 def test_malformed_metadata(saved, tmp_path):
-    path = _rewrite(saved[0], tmp_path / "m.safetensors", header=lambda h: {"format_version": 1})
+    path = rewrite_checkpoint(
+        saved[0], tmp_path / "m.safetensors", header=lambda h: {"format_version": 1}
+    )
     _refused(path, "malformed")
 
 
@@ -351,7 +338,7 @@ def test_missing_weight(saved, tmp_path):
         return t
 
     _refused(
-        _rewrite(saved[0], tmp_path / "w.safetensors", tensors=drop),
+        rewrite_checkpoint(saved[0], tmp_path / "w.safetensors", tensors=drop),
         "missing weights: decoder.to_image.weight",
     )
 
@@ -362,7 +349,7 @@ def test_wrong_weight_shape(saved, tmp_path):
         return t
 
     _refused(
-        _rewrite(saved[0], tmp_path / "w.safetensors", tensors=reshape),
+        rewrite_checkpoint(saved[0], tmp_path / "w.safetensors", tensors=reshape),
         "wrong shape: encoder.mu.bias",
     )
 
@@ -373,7 +360,7 @@ def test_non_finite_weights(saved, tmp_path):
         return t
 
     _refused(
-        _rewrite(saved[0], tmp_path / "w.safetensors", tensors=poison),
+        rewrite_checkpoint(saved[0], tmp_path / "w.safetensors", tensors=poison),
         "NaN or infinite values in encoder.mu.weight",
     )
 
@@ -384,13 +371,13 @@ def test_missing_attribute_vector(saved, tmp_path):
         return t
 
     _refused(
-        _rewrite(saved[0], tmp_path / "a.safetensors", tensors=drop),
+        rewrite_checkpoint(saved[0], tmp_path / "a.safetensors", tensors=drop),
         "'Smiling' is listed but its vector is missing",
     )
 
 
 def test_unexpected_tensor(saved, tmp_path):
-    path = _rewrite(
+    path = rewrite_checkpoint(
         saved[0], tmp_path / "x.safetensors", tensors=lambda t: t | {"spare": torch.zeros(1)}
     )
     _refused(path, "unexpected tensors: spare")
@@ -457,7 +444,7 @@ def test_files_from_before_the_objective_field_read_it_from_the_recipe(saved, tm
         del h["config"]["joint_dropout"]
         return h
 
-    legacy = _rewrite(saved[0], tmp_path / "old.safetensors", header=old)
+    legacy = rewrite_checkpoint(saved[0], tmp_path / "old.safetensors", header=old)
     assert load_checkpoint(legacy).header.objective == "vaegan"
 
     def vae(h):
@@ -466,13 +453,17 @@ def test_files_from_before_the_objective_field_read_it_from_the_recipe(saved, tm
         return h
 
     assert (
-        read_checkpoint_header(_rewrite(saved[0], tmp_path / "v.safetensors", header=vae)).objective
+        read_checkpoint_header(
+            rewrite_checkpoint(saved[0], tmp_path / "v.safetensors", header=vae)
+        ).objective
         == "vae"
     )
 
 
 def test_a_header_whose_objective_contradicts_its_networks_is_refused(saved, tmp_path):
-    path = _rewrite(saved[0], tmp_path / "x.safetensors", header=lambda h: h | {"objective": "ali"})
+    path = rewrite_checkpoint(
+        saved[0], tmp_path / "x.safetensors", header=lambda h: h | {"objective": "ali"}
+    )
     _refused(path, "objective 'ali' trains the joint discriminator")
 
 
@@ -490,17 +481,6 @@ def _refused_quickly(path, message, monkeypatch):
     error = _refused(path, message)
     assert time.monotonic() - started < 0.5
     return error
-
-
-def _with_metadata(source, target, edit):
-    """A copy of `source` whose vaegan metadata text is `edit(text)`, tensors unchanged."""
-    with safe_open(str(source), framework="pt") as handle:
-        tensors = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118
-        text = handle.metadata()["vaegan"]
-    edited = edit(text)
-    assert edited != text
-    save_file(tensors, str(target), metadata={"format": "vaegan-checkpoint", "vaegan": edited})
-    return target
 
 
 def _config_change(key, value):
@@ -531,7 +511,9 @@ def _config_change(key, value):
 def test_a_config_the_tensors_do_not_match_is_refused_before_building_anything(
     saved, tmp_path, monkeypatch, key, value, message
 ):
-    path = _rewrite(saved[0], tmp_path / "c.safetensors", header=_config_change(key, value))
+    path = rewrite_checkpoint(
+        saved[0], tmp_path / "c.safetensors", header=_config_change(key, value)
+    )
     _refused_quickly(path, message, monkeypatch)
 
 
@@ -564,7 +546,7 @@ def test_a_config_the_tensors_do_not_match_is_refused_before_building_anything(
 def test_metadata_values_are_refused_with_the_file_and_the_reason(
     saved, tmp_path, monkeypatch, edit, message
 ):
-    path = _with_metadata(saved[0], tmp_path / "m.safetensors", edit)
+    path = with_metadata(saved[0], tmp_path / "m.safetensors", edit)
     error = _refused_quickly(path, message, monkeypatch)
     assert "\n" not in str(error)
     with pytest.raises(CheckpointError, match=message):
@@ -644,7 +626,7 @@ def test_preprocessing_that_disagrees_with_the_config_is_refused_at_load(saved, 
         ("image_size", 32, "preprocessing produces 3x32px images but the model takes 3x64px"),
         ("channels", 1, "preprocessing produces 1x64px images but the model takes 3x64px"),
     ]:
-        path = _rewrite(
+        path = rewrite_checkpoint(
             saved[0],
             tmp_path / f"{key}.safetensors",
             header=lambda h, k=key, v=value: h | {"preprocessing": h["preprocessing"] | {k: v}},
@@ -661,7 +643,7 @@ def test_a_negative_batch_norm_variance_is_refused_at_load(saved, tmp_path):
         t[name] = -t[name].abs() - 1
         return t
 
-    path = _rewrite(saved[0], tmp_path / "v.safetensors", tensors=negative)
+    path = rewrite_checkpoint(saved[0], tmp_path / "v.safetensors", tensors=negative)
     _refused(path, f"negative batch-norm variances in {name}")
 
 
@@ -694,7 +676,7 @@ def test_tensors_must_have_the_types_the_format_allows_them(
         t[name] = change(t[name])
         return t
 
-    path = _rewrite(saved[0], tmp_path / "d.safetensors", tensors=relabel)
+    path = rewrite_checkpoint(saved[0], tmp_path / "d.safetensors", tensors=relabel)
     _refused_quickly(path, message, monkeypatch)
 
 

@@ -53,9 +53,7 @@ def test_folders_missing_files_and_the_size_cap(tmp_path):
 
 
 @pytest.mark.timeout(10)
-def test_a_fifo_swapped_in_after_the_stat_is_caught_on_the_open_descriptor(
-    tmp_path, monkeypatch
-):
+def test_a_fifo_swapped_in_after_the_stat_is_caught_on_the_open_descriptor(tmp_path, monkeypatch):
     regular, fifo = tmp_path / "real.jpg", tmp_path / "swapped.jpg"
     regular.write_bytes(b"x")
     os.mkfifo(fifo)

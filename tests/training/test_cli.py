@@ -1,9 +1,13 @@
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from model.checkpoint import read_checkpoint_header
+from tests.processes import run_measured
 from training.cli import main
 
 VENV_BIN = Path(sys.executable).parent
@@ -88,3 +92,20 @@ def test_a_command_is_required(capsys):
     with pytest.raises(SystemExit):
         main([])
     assert "COMMAND" in capsys.readouterr().err
+
+
+def test_fit_skips_a_fifo_among_the_images_instead_of_hanging(synthetic_celeba, tmp_path):
+    data = tmp_path / "faces"
+    data.mkdir()
+    for name in ("000001.jpg", "000002.jpg", "000003.jpg"):
+        shutil.copyfile(synthetic_celeba / "img_align_celeba" / name, data / name)
+    fifo = data / "000000.jpg"
+    os.mkfifo(fifo)  # nothing ever writes to it: reading it used to block the run forever
+    out = tmp_path / "run"
+    command = [str(VENV_BIN / "vaegan-train"), "fit", "--data", str(data), "--out", str(out)]
+    command += ["--preset", "small64", "--steps", "1", "--batch-size", "4", "--workers", "0"]
+    result = run_measured([*command, "--device", "cpu", "--quiet"], timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert f"skipping {fifo}: not a regular file (a FIFO)" in result.stderr
+    header = read_checkpoint_header(out / "model.safetensors")
+    assert header.evaluation["training"]["damaged_images"] >= 1

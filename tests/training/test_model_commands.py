@@ -1,4 +1,5 @@
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -9,6 +10,8 @@ import torch
 from PIL import Image
 
 from model import load_checkpoint, save_checkpoint
+from tests.checkpoint_variants import rewrite_checkpoint
+from tests.processes import as_unprivileged_user, folder_anyone_can_enter, run_measured
 from tests.training.conftest import PREPROCESSING
 from training.attributes import compute_attribute_vectors
 from training.cli import main
@@ -358,3 +361,73 @@ def test_every_checkpoint_command_takes_an_ali_checkpoint(
     edit = ["edit", "--checkpoint", str(ali_checkpoint), "--image", str(face)]
     assert main([*edit, "--attribute", "Male", "--strengths", "-1,0,1", "--out", str(strip)]) == 0
     assert _png_size(strip) == (4 * CELL + 2, CELL + 2)
+
+
+# --------------------------------------------------------------------------------------------
+# hostile files: one line and exit 2, in bounded time and memory, from the real process
+
+# A refusal costs the interpreter, torch and (for edit) the small model: about 300 MiB.
+REFUSAL_PEAK_MIB = 700
+
+
+def _refused_by_the_console_script(result, message: str) -> None:
+    assert result.returncode == 2, result.stderr
+    assert result.error_lines == [message]
+    assert result.seconds < 30  # mostly interpreter start-up; a hang is killed at 60 s
+    assert result.peak_mib < REFUSAL_PEAK_MIB
+
+
+@pytest.mark.parametrize("kind", ["fifo", "/dev/zero"])
+def test_edit_refuses_an_image_that_is_not_a_regular_file(checkpoint_with_vectors, tmp_path, kind):
+    # A FIFO used to hang forever; /dev/zero grew the process to 6.9 GiB before it died.
+    image = tmp_path / "face.jpg"
+    if kind == "fifo":
+        os.mkfifo(image)
+    else:
+        image = Path(kind)
+    args = ["--checkpoint", str(checkpoint_with_vectors), "--image", str(image)]
+    result = run_measured(
+        [str(VAEGAN_TRAIN), "edit", *args, "--attribute", "Smiling", "--out", str(tmp_path / "e")],
+        timeout=60,
+    )
+    problem = "a FIFO" if kind == "fifo" else "a character device"
+    _refused_by_the_console_script(
+        result, f"vaegan-train edit: error: image {image}: not a regular file ({problem})"
+    )
+
+
+def test_a_header_describing_a_huge_network_is_refused_without_building_it(
+    plain_checkpoint, tmp_path
+):
+    # Valid widths, but 6.7 GB of weights the file does not hold: building the network before
+    # comparing shapes needed all of it.
+    huge = rewrite_checkpoint(
+        plain_checkpoint,
+        tmp_path / "huge.safetensors",
+        header=lambda h: h | {"config": h["config"] | {"encoder_channels": [8192] * 3}},
+    )
+    result = run_measured(
+        [str(VAEGAN_TRAIN), "sample", "--checkpoint", str(huge), "--out", str(tmp_path / "s")],
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stderr
+    (line,) = result.error_lines
+    assert line.startswith(
+        f"vaegan-train sample: error: checkpoint {huge}: weights with the wrong shape: "
+        "encoder.features.0.conv.weight (8, 3, 5, 5) (expected (8192, 3, 5, 5)), "
+    )
+    assert result.seconds < 30
+    assert result.peak_mib < REFUSAL_PEAK_MIB
+
+
+def test_an_unreadable_checkpoint_is_one_line(plain_checkpoint):
+    with folder_anyone_can_enter() as folder:
+        locked = folder / "locked.safetensors"
+        shutil.copyfile(plain_checkpoint, locked)
+        locked.chmod(0)
+        command = [str(VAEGAN_TRAIN), "sample", "--checkpoint", str(locked), "--out", "s.png"]
+        result = run_measured(as_unprivileged_user(command), timeout=60, cwd=folder)
+    _refused_by_the_console_script(
+        result,
+        f"vaegan-train sample: error: checkpoint {locked}: cannot be read (permission denied)",
+    )
