@@ -122,15 +122,17 @@ def write_attributes(
     checkpoint_path: str | os.PathLike[str],
     vectors: dict[str, AttributeVector],
     *,
-    source: dict[str, Any],
+    source: dict[str, Any] | None = None,
+    evaluation: dict[str, Any] | None = None,
     expected_sha256: str | None = None,
 ) -> Path:
     """Replace a checkpoint's attribute vectors, keeping everything else, and return its path.
 
-    Weights, preprocessing, step, recipe and evaluation are carried over unchanged; `source`
-    (which data the vectors came from, e.g. {"data": ..., "split": ..., "images": n}) is recorded
-    in the header's `dataset` section under "attribute_vectors", beside the description of the
-    training data. The file is rewritten atomically by `save_checkpoint`: an interrupted write
+    Weights (in their stored precision), preprocessing, step and recipe are carried over
+    unchanged; `source` (which data the vectors came from, e.g. {"data": ..., "split": ...,
+    "images": n}) is recorded in the header's `dataset` section under "attribute_vectors", beside
+    the description of the training data, and `evaluation` entries are added to the header's.
+    The file is rewritten atomically by `save_checkpoint`: an interrupted write
     leaves the old file intact.
 
     With `expected_sha256` (the hash of the file the vectors were computed from), a checkpoint
@@ -146,7 +148,7 @@ def write_attributes(
             "training run?); compute them again from the current file",
         )
     header = checkpoint.header
-    dataset = {**header.dataset, SOURCE_KEY: dict(source)}
+    dataset = header.dataset if source is None else {**header.dataset, SOURCE_KEY: dict(source)}
     return save_checkpoint(
         path,
         checkpoint.model,
@@ -154,8 +156,9 @@ def write_attributes(
         step=header.step,
         dataset=dataset,
         recipe=header.recipe,
-        evaluation=header.evaluation,
+        evaluation=header.evaluation | (evaluation or {}),
         attributes=vectors,
+        parameter_dtype=checkpoint.parameter_dtype,
     )
 
 

@@ -95,6 +95,12 @@ def add_fit_command(commands: Any) -> None:
         help="the generator's GAN loss (default: saturating, the authors', for vaegan and gan; "
         "non-saturating, the ALI paper's, for ali)",
     )
+    recipe.add_argument(
+        "--ema-decay",
+        type=float,
+        help="checkpoints carry an exponential moving average of the encoder's and decoder's "
+        "weights with this decay (e.g. 0.999) instead of the last step's",
+    )
     recipe.add_argument("--real-weight", type=float, default=Recipe.real_weight)
     recipe.add_argument("--weight-decay", type=float, default=Recipe.weight_decay)
     recipe.add_argument("--no-flip", action="store_true", help="no horizontal-flip augmentation")
@@ -151,6 +157,7 @@ def _recipe(args: argparse.Namespace) -> Recipe:
             decoder_gan_loss=args.decoder_loss
             or ("non-saturating" if args.objective == "ali" else "saturating"),
             real_weight=args.real_weight,
+            ema_decay=args.ema_decay,
             weight_decay=args.weight_decay,
             flip=not args.no_flip,
             seed=args.seed,
@@ -272,7 +279,7 @@ def _finish(trainer: Trainer, args: argparse.Namespace) -> None:
         from training.attributes import compute_attribute_vectors
 
         report = compute_attribute_vectors(
-            trainer.model,
+            trainer.inference_model,
             trainer.dataset,
             count=args.attribute_count,
             device=trainer.device,
@@ -286,7 +293,7 @@ def _finish(trainer: Trainer, args: argparse.Namespace) -> None:
     # --resume-if-present returns at once instead of finishing what a kill interrupted.
     final = save_checkpoint(
         trainer.run_dir / FINAL_CHECKPOINT,
-        trainer.model,
+        trainer.inference_model,
         preprocessing=trainer.preprocessing,
         step=trainer.counters.steps,
         attributes=attributes,

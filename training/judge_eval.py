@@ -95,6 +95,7 @@ class JudgeEvaluation:
     per_attribute: dict[str, dict[str, float | int]]
     edited_attributes: tuple[str, ...]
     edit_strength: float
+    edit_strengths: dict[str, float]  # the s each edited attribute used
     images: int
     damaged: int
 
@@ -106,6 +107,7 @@ def evaluate_with_judge(
     *,
     vectors: Mapping[str, Tensor] | None = None,
     edit_strength: float = DEFAULT_EDIT_STRENGTH,
+    edit_strengths: Mapping[str, float] | None = None,
     count: int = 1000,
     batch_size: int = 64,
     device: str | torch.device = "cpu",
@@ -140,17 +142,21 @@ def evaluate_with_judge(
         covariance; it depends on the number of images, so compare figures measured with the
         same count.
 
-    `per_attribute` holds each attribute's figures and the number of images behind its edit
-    figures (`add_images`, `remove_images`); an edit figure with no eligible image is NaN.
+    Each attribute's edits use its entry in `edit_strengths` if it has one, else
+    `edit_strength`. `per_attribute` holds each attribute's figures, its strength and the number
+    of images behind its edit figures (`add_images`, `remove_images`); an edit figure with no
+    eligible image is NaN.
     """
     names = judge.attribute_names
     data_names = tuple(dataset.attribute_names)
     check_judge_compatible(judge, data_attributes=data_names, preprocessing=dataset.preprocessing)
-    if not math.isfinite(edit_strength) or edit_strength <= 0:
-        raise ValueError(f"the edit strength must be a positive number, got {edit_strength}")
-    columns = torch.tensor([data_names.index(name) for name in names])
     vectors = vectors or {}
     edited = tuple(name for name in names if name in vectors)
+    strengths = {name: (edit_strengths or {}).get(name, edit_strength) for name in edited}
+    for strength in (edit_strength, *strengths.values()):
+        if not math.isfinite(strength) or strength <= 0:
+            raise ValueError(f"the edit strength must be a positive number, got {strength}")
+    columns = torch.tensor([data_names.index(name) for name in names])
     loader = inference_loader(dataset, count=count, batch_size=batch_size, num_workers=num_workers)
     model.to(device)
     judge.to(device)
@@ -183,7 +189,7 @@ def evaluate_with_judge(
                 # Add A where it is absent, remove it where present: one decode per image.
                 sign = torch.where(truth[:, a], -1.0, 1.0).unsqueeze(1)
                 vector = vectors[name].to(device, mu.dtype)
-                verdicts = judge.verdicts(model.decode(mu + edit_strength * sign * vector))
+                verdicts = judge.verdicts(model.decode(mu + strengths[name] * sign * vector))
                 adding = ~truth[:, a]
                 tally["add_hits"][a] += int((verdicts[:, a] & adding).sum())
                 tally["add_total"][a] += int(adding.sum())
@@ -211,6 +217,7 @@ def evaluate_with_judge(
                 "edit_success_add": _fraction(tally["add_hits"][a], tally["add_total"][a]),
                 "edit_success_remove": _fraction(tally["remove_hits"][a], tally["remove_total"][a]),
                 "edit_preservation": _fraction(tally["kept"][a], tally["compared"][a]),
+                "edit_strength": strengths[name],
                 "add_images": int(tally["add_total"][a]),
                 "remove_images": int(tally["remove_total"][a]),
             }
@@ -230,6 +237,7 @@ def evaluate_with_judge(
         per_attribute=per_attribute,
         edited_attributes=edited,
         edit_strength=edit_strength,
+        edit_strengths=strengths,
         images=images,
         damaged=damaged,
     )

@@ -44,6 +44,7 @@ from training.judge_eval import (
     check_judge_compatible,
     evaluate_with_judge,
 )
+from training.strengths import add_strengths_command
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 MAX_SAMPLES = 1024
@@ -69,6 +70,7 @@ def add_model_commands(commands: Any) -> None:
     _add_sample_command(commands)
     _add_edit_command(commands)
     _add_judge_command(commands)
+    add_strengths_command(commands)
 
 
 # --------------------------------------------------------------------------------------------
@@ -271,8 +273,9 @@ def _add_evaluate_command(commands: Any) -> None:
     parser.add_argument(
         "--edit-strength",
         type=positive_number,
-        default=DEFAULT_EDIT_STRENGTH,
-        help="s in the judged edits mu +- s * vector (default %(default)g)",
+        help="s in the judged edits mu +- s * vector, for every attribute (default: each "
+        "attribute's recorded default strength, `vaegan-train strengths`, else "
+        f"{DEFAULT_EDIT_STRENGTH:g})",
     )
     parser.set_defaults(handler=run_evaluate)
 
@@ -310,7 +313,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
             dataset,
             judge,
             vectors={name: a.vector for name, a in checkpoint.attributes.items()},
-            edit_strength=args.edit_strength,
+            edit_strength=args.edit_strength or DEFAULT_EDIT_STRENGTH,
+            edit_strengths=None if args.edit_strength else recorded_strengths(checkpoint),
             count=args.count,
             batch_size=args.batch_size,
             device=device,
@@ -326,6 +330,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
             report["judge"] = {
                 "path": str(args.judge),
                 "edit_strength": judged.edit_strength,
+                "edit_strengths": judged.edit_strengths,
                 "edited_attributes": list(judged.edited_attributes),
             }
         print(json.dumps(_finite_or_null(report)))
@@ -344,6 +349,15 @@ def run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def recorded_strengths(checkpoint: Checkpoint) -> dict[str, float]:
+    """The per-attribute default strengths a checkpoint records (`vaegan-train strengths`)."""
+    return {
+        name: a.default_strength
+        for name, a in checkpoint.attributes.items()
+        if a.default_strength is not None
+    }
+
+
 def _finite_or_null(value: Any) -> Any:
     """NaN is not JSON: a figure with no defined value becomes null, at any depth."""
     if isinstance(value, float) and not math.isfinite(value):
@@ -354,7 +368,9 @@ def _finite_or_null(value: Any) -> Any:
 
 
 def _print_judged(judged: JudgeEvaluation, judge_path: Path) -> None:
-    print(f"judged by {judge_path}; edits at strength {judged.edit_strength:g}")
+    used = set(judged.edit_strengths.values()) or {judged.edit_strength}
+    at = f"strength {used.pop():g}" if len(used) == 1 else "each attribute's default strength"
+    print(f"judged by {judge_path}; edits at {at}")
     for name in JUDGE_METRIC_NAMES:
         print(f"{name:<27}{judged.metrics[name]:>12.6g}  {JUDGE_METRIC_HELP[name]}")
     if not judged.edited_attributes:

@@ -52,6 +52,10 @@ class Recipe:
     margin: float | None = 0.35
     # Element-wise baseline (objective "vae"): Gaussian pixel likelihood with this sigma.
     pixel_sigma: float = 1.0
+    # Inference weights: an exponential moving average of the encoder's and decoder's weights
+    # (and batch-norm statistics) with this decay, written to checkpoints instead of the raw
+    # weights; None (the authors') writes the raw weights.
+    ema_decay: float | None = None
     flip: bool = True
     seed: int = 0
 
@@ -75,6 +79,8 @@ class Recipe:
             problems.append(f"real_weight must be in (0, 1), got {self.real_weight}")
         if self.margin is not None and self.margin < 0:
             problems.append(f"margin must be non-negative or None, got {self.margin}")
+        if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
+            problems.append(f"ema_decay must be in (0, 1) or None, got {self.ema_decay}")
         if self.weight_decay < 0:
             problems.append(f"weight_decay must be non-negative, got {self.weight_decay}")
         if self.lr_epoch_steps < 1:

@@ -15,6 +15,7 @@ counters) is in the state file.
 from __future__ import annotations
 
 import contextlib
+import copy
 import fnmatch
 import io
 import json
@@ -232,6 +233,8 @@ def compute_gradients(
     # network's parameters accumulate exactly once, which DistributedDataParallel requires.
     encoder_params = list(model.encoder.parameters())
     decoder_params = list(model.decoder.parameters())
+    # The decoder's gradient in its two weighted parts, by name: (output, seed) for autograd.
+    decoder_parts: dict[str, tuple[Tensor, Tensor]] = {}
     if reconstruction is not None:
         # Backpropagate L_llike through Dis_l once, to the reconstruction; both the encoder and
         # the decoder continue from there instead of each running back through D.
@@ -243,19 +246,48 @@ def compute_gradients(
             retain_graph=True,
         )
         weight = recipe.gamma if generator_loss is not None else 1.0
-        outputs, seeds = [reconstruction], [weight * llike_grad]
-        if generator_loss is not None:
-            outputs.append(generator_loss)
-            seeds.append(torch.full_like(generator_loss, 1.0 - recipe.gamma))
+        decoder_parts["llike"] = (reconstruction, weight * llike_grad)
+    if generator_loss is not None:
+        weight = 1.0 - recipe.gamma if reconstruction is not None else 1.0
+        decoder_parts["gan"] = (generator_loss, torch.full_like(generator_loss, weight))
+    keep_graph = discriminator_loss is not None
+    if nets.decoder is model.decoder:
+        terms |= _decoder_gradient_by_part(decoder_parts, decoder_params, keep_graph=keep_graph)
     else:
-        assert generator_loss is not None
-        outputs, seeds = [generator_loss], [torch.ones_like(generator_loss)]
-    torch.autograd.backward(
-        outputs, seeds, inputs=decoder_params, retain_graph=discriminator_loss is not None
-    )
+        # DistributedDataParallel reduces gradients in backward hooks: one backward, no norms.
+        outputs, seeds = zip(*decoder_parts.values(), strict=True)
+        torch.autograd.backward(
+            list(outputs), list(seeds), inputs=decoder_params, retain_graph=keep_graph
+        )
     if discriminator_loss is not None:
         torch.autograd.backward(discriminator_loss, inputs=list(model.discriminator.parameters()))
     return {name: value.detach() for name, value in terms.items()}
+
+
+def _decoder_gradient_by_part(
+    parts: dict[str, tuple[Tensor, Tensor]], params: list[nn.Parameter], *, keep_graph: bool
+) -> dict[str, Tensor]:
+    """Accumulate the decoder's gradient part by part into `.grad` and return each part's norm.
+
+    The parts (gamma * L_llike through the reconstruction, (1 - gamma) * the GAN loss through
+    G(z_p)) run through separate decoder passes, so computing them apart costs no more than one
+    backward; their norms show which signal the decoder actually follows, which is how gamma is
+    chosen (`grad_dec_llike` vs `grad_dec_gan` in metrics.jsonl).
+    """
+    norms: dict[str, Tensor] = {}
+    for index, (name, (output, seed)) in enumerate(parts.items()):
+        last = index == len(parts) - 1
+        # Every decoder weight takes part in both decoder passes, so no gradient is None.
+        grads = torch.autograd.grad(output, params, seed, retain_graph=keep_graph or not last)
+        norms[f"grad_dec_{name}"] = torch.linalg.vector_norm(
+            torch.stack([torch.linalg.vector_norm(g.float()) for g in grads])
+        )
+        for param, grad in zip(params, grads, strict=True):
+            if param.grad is None:
+                param.grad = grad
+            else:
+                param.grad += grad
+    return norms
 
 
 def compute_ali_gradients(
@@ -387,6 +419,7 @@ class Trainer:
         self.on_cuda = self.device.type == "cuda"
         _to_device(self.model, self.device)
         self.nets = Networks(model, context)
+        self.averaged = _averaged_copy(model) if recipe.ema_decay is not None else None
         self.uses_dropout = any(isinstance(m, nn.Dropout) for m in model.modules())
         self.optimizers = {name: self._optimizer(getattr(model, name)) for name in NETWORK_NAMES}
         self.counters = Counters()
@@ -524,12 +557,33 @@ class Trainer:
         if update_discriminator and self.recipe.uses_discriminator:
             self.optimizers["discriminator"].step()
         self.context.sync_buffers(self.model)
+        self._update_average(step)
         self.counters.discriminator_skips += not update_discriminator
         self.counters.decoder_skips += not update_decoder
         values["lr"] = lr
         return StepStats(
             values, update_discriminator, update_decoder, len(images) * self.context.world_size
         )
+
+    @property
+    def inference_model(self) -> VAEGAN:
+        """What checkpoints, grids and attribute vectors use: the averaged weights if any."""
+        return self.averaged if self.averaged is not None else self.model
+
+    @torch.no_grad()
+    def _update_average(self, step: int) -> None:
+        if self.averaged is None or self.recipe.ema_decay is None:
+            return
+        # Short runs must not keep the initial weights in the average: the decay ramps up as
+        # (1 + t) / (10 + t) until it reaches the recipe's.
+        decay = min(self.recipe.ema_decay, (1 + step) / (10 + step))
+        for name in ("encoder", "decoder"):
+            live = getattr(self.model, name).state_dict()
+            for key, average in getattr(self.averaged, name).state_dict().items():
+                if average.is_floating_point():
+                    average.lerp_(live[key], 1.0 - decay)
+                else:
+                    average.copy_(live[key])
 
     # -- the loop ------------------------------------------------------------------------------
 
@@ -632,7 +686,7 @@ class Trainer:
         path = directory / f"step-{step:07d}.safetensors"
         save_checkpoint(
             path,
-            self.model,
+            self.inference_model,
             preprocessing=self.preprocessing,
             step=step,
             **self.checkpoint_metadata(),
@@ -644,15 +698,16 @@ class Trainer:
 
     @torch.no_grad()
     def write_grids(self, step: int) -> None:
-        self.model.eval()
+        model = self.inference_model
+        model.eval()
         try:
-            samples = self.model.decode(self.fixed_z.to(self.device)).float().cpu()
+            samples = model.decode(self.fixed_z.to(self.device)).float().cpu()
             grid = make_grid(samples, nrow=8)
             directory = self.run_dir / "samples"
             atomic_write_bytes(directory / f"samples-{step:07d}.png", encode_png(grid))
             if self.recipe.trains_encoder:
                 originals = self.fixed_images.to(self.device)
-                reconstructions = self.model.reconstruct(originals).float().cpu()
+                reconstructions = model.reconstruct(originals).float().cpu()
                 # Pairs side by side: original, reconstruction.
                 paired = torch.stack([originals.cpu(), reconstructions], dim=1).flatten(0, 1)
                 atomic_write_bytes(
@@ -680,6 +735,10 @@ class Trainer:
         tensors = {
             f"model.{k}": v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()
         }
+        if self.averaged is not None:
+            for name in ("encoder", "decoder"):
+                for key, value in getattr(self.averaged, name).state_dict().items():
+                    tensors[f"averaged.{name}.{key}"] = value.detach().cpu().contiguous()
         for name, optimizer in self.optimizers.items():
             for index, slot in optimizer.state_dict()["state"].items():
                 for key, value in slot.items():
@@ -692,6 +751,13 @@ class Trainer:
         weights = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
         self.model.load_state_dict(weights, strict=True)
         _to_device(self.model, self.device)
+        if self.averaged is not None:
+            for name in ("encoder", "decoder"):
+                prefix = f"averaged.{name}."
+                getattr(self.averaged, name).load_state_dict(
+                    {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)},
+                    strict=True,
+                )
         for name, optimizer in self.optimizers.items():
             prefix = f"optim.{name}."
             slots: dict[int, dict[str, Tensor]] = {}
@@ -704,6 +770,20 @@ class Trainer:
         self.counters = Counters(**header["counters"])
         if self.context.is_main:
             truncate_metrics(self.run_dir / METRICS_FILE, self.counters.steps)
+
+
+def _averaged_copy(model: VAEGAN) -> VAEGAN:
+    """A copy of the encoder and decoder to average into; D is the live one (never averaged)."""
+    discriminator = model.discriminator
+    del model.discriminator  # so deepcopy leaves D (and its size) out
+    try:
+        averaged = copy.deepcopy(model).eval()
+    finally:
+        model.discriminator = discriminator
+    for parameter in averaged.parameters():
+        parameter.requires_grad_(False)
+    averaged.discriminator = discriminator
+    return averaged
 
 
 def _to_device(model: nn.Module, device: torch.device) -> None:

@@ -504,3 +504,74 @@ def test_resuming_an_ali_run_with_its_preset_is_allowed(synthetic_celeba, tmp_pa
     # _fit passes --preset small32 again: the joint discriminator is not a different network.
     assert _fit(synthetic_celeba, out, "--objective", "ali", "--steps", "3", "--resume") == 0
     assert load_checkpoint(out / "model.safetensors").header.step == 3
+
+
+# --- the decoder's two signals and averaged weights --------------------------------------------
+
+
+def test_decoder_gradient_parts_are_measured_and_add_up():
+    """grad_dec_llike and grad_dec_gan are the norms of the two weighted parts of the decoder's
+    gradient, and the parts still sum to the gradient the naive per-network losses give."""
+    model, images, noise = _setup()
+    recipe = Recipe(gamma=0.3)
+    reference = copy.deepcopy(model)
+    grads, terms = _one_forward_grads(model, images, recipe, noise)
+    naive = naive_gradients(reference, images, recipe, noise)
+    for mine, theirs in zip(grads["decoder"], naive["decoder"], strict=True):
+        torch.testing.assert_close(mine, theirs, rtol=1e-4, atol=1e-5 * float(theirs.abs().max()))
+
+    # gamma = 1 leaves only L_llike in the decoder's gradient; its norm scales with gamma.
+    llike_only, llike_terms = _one_forward_grads(
+        copy.deepcopy(reference), images, Recipe(gamma=1.0), noise
+    )
+    llike_norm = torch.linalg.vector_norm(torch.stack([g.norm() for g in llike_only["decoder"]]))
+    torch.testing.assert_close(
+        float(terms["grad_dec_llike"]), 0.3 * float(llike_norm), rtol=1e-4, atol=0
+    )
+    assert float(llike_terms["grad_dec_gan"]) == 0.0
+    assert float(terms["grad_dec_gan"]) > 0
+
+
+def test_fit_logs_both_decoder_gradient_norms(synthetic_celeba, tmp_path):
+    out = tmp_path / "run"
+    assert _fit(synthetic_celeba, out, "--steps", "2", "--log-every", "1", "--gamma", "1e-3") == 0
+    for record in read_metrics(out / "metrics.jsonl"):
+        assert record["grad_dec_llike"] > 0
+        assert record["grad_dec_gan"] > 0
+
+
+def test_ema_checkpoints_carry_averaged_weights_and_resume_exactly(synthetic_celeba, tmp_path):
+    common = ("--ema-decay", "0.9", "--checkpoint-every", "2", "--log-every", "1")
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    assert _fit(synthetic_celeba, straight, "--steps", "4", *common) == 0
+    assert _fit(synthetic_celeba, split, "--steps", "2", *common) == 0
+    assert _fit(synthetic_celeba, split, "--steps", "4", "--resume", *common) == 0
+    averaged = load_checkpoint(straight / "model.safetensors")
+    resumed = load_checkpoint(split / "model.safetensors")
+    assert averaged.header.recipe["ema_decay"] == 0.9
+    for a, b in zip(
+        averaged.model.state_dict().values(), resumed.model.state_dict().values(), strict=True
+    ):
+        assert torch.equal(a, b)
+    # The checkpoint's encoder and decoder are the average, not the last step's weights; D is
+    # the live one.
+    tensors, _ = load_training_state(straight / "state.safetensors")
+    raw_decoder = {
+        k[len("model.decoder.") :]: v for k, v in tensors.items() if k.startswith("model.decoder.")
+    }
+    raw_discriminator = {
+        k[len("model.discriminator.") :]: v
+        for k, v in tensors.items()
+        if k.startswith("model.discriminator.")
+    }
+    decoder = averaged.model.decoder.state_dict()
+    assert any(
+        not torch.equal(decoder[k], v) for k, v in raw_decoder.items() if v.is_floating_point()
+    )
+    discriminator = averaged.model.discriminator.state_dict()
+    assert all(torch.equal(discriminator[k], v) for k, v in raw_discriminator.items())
+
+
+def test_ema_decay_is_checked():
+    with pytest.raises(ValueError, match="ema_decay must be in"):
+        Recipe(ema_decay=1.0)
