@@ -23,6 +23,9 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from service.settings import ServiceSettings
 
+# How long a refused client has to read its answer before the connection is closed.
+_HANG_UP_S = 1.0
+
 
 @dataclass(frozen=True)
 class ConnectionLimits:
@@ -42,9 +45,11 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._reading_head = False
-        self._head_bytes = 0
+        self._in_body = False  # between a request's headers and its end
+        self._head_bytes = 0  # of the request head being read
+        self._messages = 0  # requests read whole
         self._deadline: asyncio.TimerHandle | None = None
+        self._hanging_up = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -59,34 +64,45 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        super().data_received(data)
-        if not self._reading_head:
-            return
-        # Counted after parsing, so only bytes of a head that is still incomplete count (a chunk
-        # that also ends the previous request is counted whole: a few KB of slack at most).
-        # httptools keeps the unfinished head in memory, so refusing here bounds that memory.
-        self._head_bytes += len(data)
-        if self._head_bytes > self.limits.max_header_bytes:
-            self._answer_and_close(
-                431,
-                f"the request line and headers are larger than the limit of "
-                f"{self.limits.max_header_bytes:,} bytes",
-            )
+        # httptools keeps an unfinished head in memory, however long: outside a body, feed it
+        # at most the bytes the head may still have, and refuse when they do not finish it.
+        while data and not self._hanging_up and not self.transport.is_closing():
+            if self._in_body:
+                # A pipelined head after the body's end goes in uncounted, but it is counted
+                # from the next chunk on: memory stays bounded by the limit plus one read.
+                super().data_received(data)
+                return
+            room = self.limits.max_header_bytes - self._head_bytes
+            if room <= 0:
+                self._answer_and_close(
+                    431,
+                    "the request line and headers are larger than the limit of "
+                    f"{self.limits.max_header_bytes:,} bytes",
+                )
+                return
+            piece, data = data[:room], data[room:]
+            messages = self._messages
+            super().data_received(piece)
+            if self._messages != messages:
+                self._head_bytes = 0  # the rest of the piece is the next request's: uncounted
+            elif not self._in_body:
+                self._head_bytes += len(piece)  # all of it head: the head is not finished
 
     # httptools parser callbacks
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self._reading_head = True
-        self._head_bytes = 0
         self._arm(self.limits.header_timeout_s, self._head_too_slow)
 
     def on_headers_complete(self) -> None:
-        self._reading_head = False
+        self._in_body = True
         self._arm(self.limits.body_timeout_s, self._body_too_slow)
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
+        self._in_body = False
+        self._head_bytes = 0
+        self._messages += 1
         self._disarm()
         super().on_message_complete()
 
@@ -116,19 +132,26 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     def _answer_and_close(self, status: int, detail: str) -> None:
         """Answer a request the app never saw, if no response is under way, and hang up."""
         self._disarm()
-        self._reading_head = False
-        if self.transport.is_closing():
+        if self.transport.is_closing() or self._hanging_up:
             return
-        if self.cycle is None or self.cycle.response_complete:
-            body = json.dumps({"detail": detail}).encode()
-            head = (
-                f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n"
-                "content-type: application/json\r\n"
-                f"content-length: {len(body)}\r\n"
-                "connection: close\r\n\r\n"
-            )
-            self.transport.write(head.encode() + body)
-        self.transport.close()
+        if self.cycle is not None and not self.cycle.response_complete:
+            self.transport.close()
+            return
+        body = json.dumps({"detail": detail}).encode()
+        head = (
+            f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n"
+            "content-type: application/json\r\n"
+            f"content-length: {len(body)}\r\n"
+            "connection: close\r\n\r\n"
+        )
+        self.transport.write(head.encode() + body)
+        # Closing with the client's bytes still unread would send a reset, which can destroy
+        # the answer before the client reads it: signal the end, drop what still comes in for
+        # a moment, then close.
+        self._hanging_up = True
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self.loop.call_later(_HANG_UP_S, self.transport.close)
 
 
 def protocol_class(limits: ConnectionLimits) -> type[GuardedHttpProtocol]:

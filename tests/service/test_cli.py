@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from tests.service.conftest import free_port, wait_until_ready
+from tests.service.test_attacks import assert_connection_limits
 
 SERVE = [sys.executable, "-m", "service"]
 
@@ -26,8 +27,9 @@ def test_starts_serves_and_stops_gracefully(checkpoint_path):
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("VAEGAN_")}
     env |= {"VAEGAN_CHECKPOINT": str(checkpoint_path), "VAEGAN_MAX_BATCH_SIZE": "8"}
+    connection = ["--keep-alive-timeout-s", "1", "--header-timeout-s", "0.5"]
     process = subprocess.Popen(
-        [*SERVE, "--port", str(port), "--device", "cpu"],
+        [*SERVE, "--port", str(port), "--device", "cpu", *connection],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -38,6 +40,7 @@ def test_starts_serves_and_stops_gracefully(checkpoint_path):
         info = httpx.get(f"http://127.0.0.1:{port}/model").json()
         assert info["batching"]["max_batch_size"] == 8  # from the environment
         assert httpx.post(f"http://127.0.0.1:{port}/sample", params={"n": 2}).status_code == 200
+        assert_connection_limits(f"http://127.0.0.1:{port}", keep_alive_s=1, header_s=0.5)
     finally:
         process.send_signal(signal.SIGTERM)
         _, stderr = process.communicate(timeout=30)

@@ -205,11 +205,12 @@ def test_page_and_static_files_are_served_without_the_key(keyed_server: RunningS
         assert client.get("/static/secrets.txt").json() == {
             "detail": "no static file 'secrets.txt'"
         }
-        # The page is open; the API it calls is not, and health and docs are as they were.
+        # The page is open; the API it calls and its docs are not; health is.
         assert client.get("/attributes").status_code == 401
         assert client.get("/health/ready").status_code == 200
-        assert client.get("/docs").status_code == 200
-        assert "/" not in client.get("/openapi.json").json()["paths"]
+        assert client.get("/docs").status_code == 401
+        key = {"Authorization": f"Bearer {KEY}"}
+        assert "/" not in client.get("/openapi.json", headers=key).json()["paths"]
 
 
 def test_every_web_file_is_package_data() -> None:
