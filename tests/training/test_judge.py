@@ -1,10 +1,12 @@
 import json
 import math
 import struct
+import time
 from pathlib import Path
 
 import pytest
 import torch
+from safetensors import safe_open
 from safetensors.torch import save as safetensors_save
 
 from model import load_checkpoint, save_checkpoint
@@ -150,6 +152,46 @@ def test_loading_refuses_what_is_not_a_usable_judge(
         _rewrite(judge_file, tmp_path / "shape.safetensors", attribute_names=names),
         "wrong shape",
     )
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        # A header asking for an enormous network is refused before any of it is built.
+        ({"architecture": {"widths": [4096] * 4, "kernel_size": 5}}, "wrong shape"),
+        ({"architecture": {"widths": [10**9] * 4, "kernel_size": 5}}, "whole numbers from 1"),
+        ({"architecture": {"widths": [32, 64], "kernel_size": 10_001}}, "kernel_size must be"),
+        ({"architecture": {"widths": [True, 64], "kernel_size": 5}}, "widths must be"),
+        ({"attribute_names": [f"a{i}" for i in range(100_000)]}, "wrong shape: head.weight"),
+    ],
+)
+def test_a_judge_header_describing_another_network_is_refused_at_once(
+    judge_file, tmp_path, changes, message
+):
+    path = _rewrite(judge_file, tmp_path / "huge.safetensors", **changes)
+    started = time.monotonic()
+    with pytest.raises(JudgeError, match=message):
+        load_judge(path)
+    assert time.monotonic() - started < 0.5
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("[" * 100_000 + "]" * 100_000, "the judge metadata is nested more than 32 levels"),
+        ("Infinity", "the judge metadata has Infinity"),
+        ("9" * 5000, "the judge metadata has a 5,000-digit number"),
+    ],
+)
+def test_judge_metadata_is_read_with_the_checkpoint_limits(judge_file, tmp_path, value, message):
+    metadata = _metadata(judge_file)
+    text = metadata[HEADER_KEY].replace('"dataset": {', f'"deep": {value}, "dataset": {{', 1)
+    with safe_open(str(judge_file), framework="pt") as handle:
+        tensors = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118
+    path = tmp_path / "odd.safetensors"
+    path.write_bytes(safetensors_save(tensors, metadata=metadata | {HEADER_KEY: text}))
+    with pytest.raises(JudgeError, match=message):
+        load_judge(path)
 
 
 def test_save_writes_atomically(judge_file, tmp_path):
