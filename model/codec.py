@@ -20,10 +20,17 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, UnidentifiedImageError
 from torch import Tensor
 
 from model.config import is_whole_number
+from model.image_checks import (
+    StructureError,
+    StructureLimits,
+    UnsupportedVariantError,
+    check_structure,
+    webp_size,
+)
 
 # CelebA's aligned images and the authors' crop box within them (rows top:bottom, cols left:right).
 CELEBA_ALIGNED_SIZE = (178, 218)  # (width, height)
@@ -56,24 +63,32 @@ class ImageDimensionsError(ImageError):
 
 @dataclass(frozen=True)
 class ImageLimits:
-    """What an incoming image may be. Pixels are checked from the header, before decoding."""
+    """What an incoming image may be. Everything is checked before any pixel is decoded."""
 
     max_bytes: int = 32 * 1024 * 1024
     max_pixels: int = 40_000_000
     min_side: int = 8
     max_aspect_ratio: float = 10.0
+    # libwebp allocates its canvas when the file is opened and holds about four copies of the
+    # picture while decoding (15 bytes a pixel, and no way to decode it smaller): 12 megapixels
+    # (4096 x 3072) is 190 MB.
+    max_webp_pixels: int = 12_582_912
+    # See model/image_checks.py: PNG chunks, JPEG segments, GIF blocks, TIFF strips or tiles.
+    max_structure_steps: int = StructureLimits.max_steps
+    # Scans x pixels of a progressive JPEG (16 scans at 40 megapixels).
+    max_scan_pixels: int = StructureLimits.max_scan_pixels
 
 
 DEFAULT_LIMITS = ImageLimits()
 
-# EPS is decoded by calling Ghostscript, a large attack surface for an upload path; nobody sends
-# a face as PostScript.
-_REFUSED_FORMATS = frozenset({"EPS"})
-
-
-def _allowed_formats() -> list[str]:
-    Image.init()
-    return sorted(set(Image.ID) - _REFUSED_FORMATS)
+# The formats accepted, and the only plugins Pillow may use to read an upload. Each of them
+# reads its header without decoding pixels, so the limits above are checked first. Refused,
+# among others: ICO and ICNS (their plugins decode the largest embedded image inside open(),
+# whatever the directory says), EPS (decoded by running Ghostscript) and the long tail of
+# formats nobody stores a face in, each of them one more parser exposed to the network.
+# The JPEG plugin also opens the JPEGs phone cameras write with a second (depth) picture, which
+# Pillow names MPO.
+ALLOWED_FORMATS = ("BMP", "GIF", "JPEG", "PNG", "TIFF", "WEBP")
 
 
 @dataclass(frozen=True)
@@ -145,36 +160,42 @@ class Preprocessing:
 # bytes -> PIL image (RGB, upright)
 
 
-def open_image(data: bytes, limits: ImageLimits = DEFAULT_LIMITS) -> Image.Image:
+@dataclass(frozen=True)
+class ImageHeader:
+    """What an image file says about itself, read without decoding a pixel."""
+
+    format: str
+    width: int
+    height: int
+    mode: str
+
+    @property
+    def pixels(self) -> int:
+        return self.width * self.height
+
+
+def read_header(data: bytes, limits: ImageLimits = DEFAULT_LIMITS) -> ImageHeader:
+    """Identify an image and check it against every limit, or raise an `ImageError`; nothing
+    is decoded, so callers can refuse a request before paying for any of its images."""
+    with _open_checked(data, limits) as image:
+        return ImageHeader(image.format or "", image.width, image.height, image.mode)
+
+
+def open_image(
+    data: bytes, limits: ImageLimits = DEFAULT_LIMITS, *, min_side: int | None = None
+) -> Image.Image:
     """Decode any allowed image format to an upright RGB image, or raise an `ImageError`.
 
     GIFs and other multi-frame files give their first frame; EXIF orientation is applied.
+    With `min_side`, a large image is shrunk as it is decoded, by the largest whole factor that
+    keeps both sides at least `min_side`: JPEGs decode at 1/2, 1/4 or 1/8 scale, everything
+    else is box-averaged before any conversion, so no full-size copy beyond the decoded
+    picture itself is ever made.
     """
-    if not data:
-        raise EmptyImageError("the image is empty (0 bytes)")
-    if len(data) > limits.max_bytes:
-        raise ImageTooLargeError(
-            f"the image is {len(data):,} bytes; the limit is {limits.max_bytes:,} bytes"
-        )
-    try:
-        with warnings.catch_warnings():
-            # Our own pixel limit below is the one that applies; Pillow's warning would be noise.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data), formats=_allowed_formats())
-    except UnidentifiedImageError:
-        raise UnsupportedImageError(
-            "the data is not an image in a supported format "
-            "(send PNG, JPEG, WebP, GIF, BMP or TIFF)"
-        ) from None
-    except Image.DecompressionBombError as exc:
-        # Pillow's own guard fires at open for images far beyond any sane limit.
-        raise ImageTooLargeError(
-            f"the image has too many pixels (the limit is {limits.max_pixels:,} pixels): {exc}"
-        ) from None
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise CorruptImageError(f"the image header is truncated or damaged ({exc})") from None
-
-    _check_dimensions(image.size, limits)
+    image = _open_checked(data, limits)
+    if _reduction(image.size, min_side) > 1 and image.format in ("JPEG", "MPO"):
+        assert min_side is not None
+        image.draft(None, (min_side, min_side))
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -189,13 +210,58 @@ def open_image(data: bytes, limits: ImageLimits = DEFAULT_LIMITS) -> Image.Image
         ) from None
     if image.format == "PNG":
         _verify_png(data)
+    orientation = _orientation(image)
+    rgb = _reduced_rgb(image, _reduction(image.size, min_side))
+    transpose = _TRANSPOSES.get(orientation)
+    return rgb.transpose(transpose) if transpose is not None else rgb
+
+
+def _open_checked(data: bytes, limits: ImageLimits) -> Image.Image:
+    """The opened, not yet decoded image, once every limit that can be checked is."""
+    if not data:
+        raise EmptyImageError("the image is empty (0 bytes)")
+    if len(data) > limits.max_bytes:
+        raise ImageTooLargeError(
+            f"the image is {len(data):,} bytes; the limit is {limits.max_bytes:,} bytes"
+        )
+    try:
+        check_structure(
+            data,
+            StructureLimits(limits.max_structure_steps, limits.max_scan_pixels, limits.max_pixels),
+        )
+    except StructureError as exc:
+        raise ImageTooLargeError(str(exc)) from None
+    except UnsupportedVariantError as exc:
+        raise UnsupportedImageError(str(exc)) from None
+    declared = webp_size(data)
+    if declared is not None:  # before Image.open, which allocates the canvas
+        _check_dimensions(declared, limits)
+        width, height = declared
+        if width * height > limits.max_webp_pixels:
+            raise ImageTooLargeError(
+                f"the WebP image is {width}x{height} = {width * height:,} pixels; WebP images "
+                f"are limited to {limits.max_webp_pixels:,} pixels (send a larger picture as "
+                "JPEG or PNG)"
+            )
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # Pillow warns about odd EXIF it then ignores
-            upright = ImageOps.exif_transpose(image)
-    except (OSError, SyntaxError, ValueError, KeyError, TypeError):
-        upright = image  # unreadable EXIF: keep the pixels as stored rather than refuse the image
-    return to_rgb(upright if upright is not None else image)
+            # Our own pixel limit below is the one that applies; Pillow's warning would be noise.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
+    except UnidentifiedImageError:
+        raise UnsupportedImageError(
+            "the data is not an image in a supported format "
+            "(send PNG, JPEG, WebP, GIF, BMP or TIFF)"
+        ) from None
+    except Image.DecompressionBombError as exc:
+        # Pillow's own guard fires at open for images far beyond any sane limit.
+        raise ImageTooLargeError(
+            f"the image has too many pixels (the limit is {limits.max_pixels:,} pixels): {exc}"
+        ) from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise CorruptImageError(f"the image header is truncated or damaged ({exc})") from None
+    _check_dimensions(image.size, limits)
+    return image
 
 
 def _verify_png(data: bytes) -> None:
@@ -234,15 +300,89 @@ def _check_dimensions(size: tuple[int, int], limits: ImageLimits) -> None:
         )
 
 
+def _reduction(size: tuple[int, int], min_side: int | None) -> int:
+    if min_side is None or size == CELEBA_ALIGNED_SIZE:
+        return 1  # the CelebA crop depends on the exact size
+    return max(1, min(size) // min_side)
+
+
+# ImageOps.exif_transpose's table; applied here to the shrunk picture rather than the decoded one.
+_TRANSPOSES = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
+def _orientation(image: Image.Image) -> int:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Pillow warns about odd EXIF it then ignores
+            orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
+    except (OSError, SyntaxError, ValueError, KeyError, TypeError):
+        return 1  # unreadable EXIF: keep the pixels as stored rather than refuse the image
+    return orientation if isinstance(orientation, int) else 1
+
+
+# Modes whose box average before the conversion to RGB is the picture's average after it: no
+# palette, no alpha to composite over the background, no 16-bit storage (Pillow cannot reduce
+# it), no hue or signed channels.
+_REDUCE_FIRST = frozenset({"L", "RGB", "RGBX", "CMYK", "YCbCr", "I", "F"})
+_BAND_BYTES = 4 * 1024 * 1024
+
+
+def _reduced_rgb(image: Image.Image, factor: int) -> Image.Image:
+    """`to_rgb(image)` shrunk by `factor` (a box average), without a full-size converted copy."""
+    full_scale = _high_depth_scale(image) if _is_high_depth(image.mode) else None
+    if factor == 1:
+        return _to_rgb(image, full_scale=full_scale)
+    if image.mode in _REDUCE_FIRST and not _has_alpha(image):
+        return _to_rgb(image.reduce(factor), full_scale=full_scale)
+    # The other modes are brought to one that averages correctly a band of rows at a time, and
+    # each band is shrunk before the next is converted: the copies stay a few MB each.
+    width, height = image.size
+    rows = factor * max(1, _BAND_BYTES // (4 * width * factor))
+    reduced: Image.Image | None = None
+    for top in range(0, height, rows):
+        band = _averageable(image.crop((0, top, width, min(height, top + rows)))).reduce(factor)
+        if reduced is None:
+            reduced = Image.new(band.mode, (-(-width // factor), -(-height // factor)))
+        reduced.paste(band, (0, top // factor))
+    assert reduced is not None
+    return _to_rgb(reduced, full_scale=full_scale)
+
+
+def _averageable(image: Image.Image) -> Image.Image:
+    """`image` in a mode whose box average is the average of what it shows: 16-bit as 32-bit,
+    alpha premultiplied (so transparent pixels weigh nothing when the result is composited over
+    the background), anything else as RGB."""
+    if image.mode.startswith("I;16"):
+        return image.convert("I")
+    if _has_alpha(image):
+        return (image if image.mode == "RGBA" else image.convert("RGBA")).convert("RGBa")
+    return _to_rgb(image)
+
+
 def to_rgb(image: Image.Image, background: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
     """Any Pillow mode to 8-bit RGB: alpha composited over `background`, high bit depths scaled."""
+    return _to_rgb(image, background)
+
+
+def _to_rgb(
+    image: Image.Image,
+    background: tuple[int, int, int] = (255, 255, 255),
+    full_scale: float | None = None,
+) -> Image.Image:
     mode = image.mode
     if mode == "RGB":
         return image
-    if mode in ("I", "F") or mode.startswith("I;16"):
-        return _high_depth_to_rgb(image)
-    has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info
-    if has_alpha:
+    if _is_high_depth(mode):
+        return _high_depth_to_rgb(image, full_scale)
+    if _has_alpha(image):
         rgba = image.convert("RGBA")
         canvas = Image.new("RGBA", rgba.size, (*background, 255))
         return Image.alpha_composite(canvas, rgba).convert("RGB")
@@ -252,17 +392,35 @@ def to_rgb(image: Image.Image, background: tuple[int, int, int] = (255, 255, 255
         raise UnsupportedImageError(f"images in Pillow mode {mode!r} are not supported") from exc
 
 
-def _high_depth_to_rgb(image: Image.Image) -> Image.Image:
-    """16-bit and 32-bit greyscale to 8 bits by the range the mode implies, not by clipping."""
-    values = np.asarray(image, dtype=np.float64)
+def _has_alpha(image: Image.Image) -> bool:
+    return image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info
+
+
+def _is_high_depth(mode: str) -> bool:
+    return mode in ("I", "F") or mode.startswith("I;16")
+
+
+def _high_depth_scale(image: Image.Image) -> float:
+    """The value that means white: by the range the mode implies, not by clipping. Taken over
+    the whole picture (Pillow's C scan) so that bands of it agree."""
     if image.mode.startswith("I;16"):
-        full_scale = 65535.0
-    elif image.mode == "I":
-        full_scale = 65535.0 if values.max(initial=0) > 255 else 255.0
-    else:  # "F": floats in [0, 1] are common, otherwise assume 0..255
-        full_scale = 1.0 if values.max(initial=0) <= 1.0 else 255.0
-    grey = np.clip(np.rint(values * (255.0 / full_scale)), 0, 255).astype(np.uint8)
-    return Image.fromarray(grey).convert("RGB")
+        return 65535.0
+    high = image.getextrema()[1]
+    assert isinstance(high, int | float)
+    if image.mode == "I":
+        return 65535.0 if high > 255 else 255.0
+    return 1.0 if high <= 1.0 else 255.0  # "F": floats in [0, 1] are common, otherwise 0..255
+
+
+def _high_depth_to_rgb(image: Image.Image, full_scale: float | None = None) -> Image.Image:
+    """16-bit and 32-bit greyscale to 8 bits, in float32 and in place after one copy."""
+    scale = _high_depth_scale(image) if full_scale is None else full_scale
+    values = np.asarray(image).astype(np.float32)
+    np.multiply(values, np.float32(255.0 / scale), out=values)
+    np.nan_to_num(values, copy=False, nan=0.0)
+    np.rint(values, out=values)
+    np.clip(values, 0.0, 255.0, out=values)
+    return Image.fromarray(values.astype(np.uint8)).convert("RGB")
 
 
 # --------------------------------------------------------------------------------------------
@@ -337,7 +495,15 @@ def load_image_tensor(
     data: bytes, preprocessing: Preprocessing, limits: ImageLimits = DEFAULT_LIMITS
 ) -> Tensor:
     """Image file bytes to a (C, S, S) model input in [-1, 1]; raises `ImageError` subclasses."""
-    return preprocess(open_image(data, limits), preprocessing)
+    return preprocess(open_image(data, limits, min_side=decode_side(preprocessing)), preprocessing)
+
+
+def decode_side(preprocessing: Preprocessing) -> int:
+    """The shortest side worth decoding for this preprocessing: twice the side its resize
+    starts from (so that resize still averages several pixels into one and hides the cheaper
+    shrink before it), and more than CelebA's 218 rows, so no shrunk picture can pass for an
+    aligned CelebA image and get its crop."""
+    return max(2 * preprocessing.reference_side, max(CELEBA_ALIGNED_SIZE) + 1)
 
 
 # --------------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ import pytest
 from PIL import Image
 
 from tests.service.conftest import RunningServer, image_bytes, start_server
+from tests.service.hostile.make_corpus import PALETTE_ALPHA_COLOUR, WEBP_COLOUR
 
 HOSTILE = Path(__file__).parent / "hostile"
 FACE = image_bytes()
@@ -39,7 +40,8 @@ EXPECTED: dict[str, tuple[int, str]] = {
     "ztxt-bomb.png": (400, "truncated or damaged"),
     "huge-header.jpg": (413, "too many pixels"),
     "huge-header.gif": (413, "too many pixels"),
-    "huge-header.psd": (413, "too many pixels"),
+    # Photoshop is not among the accepted formats (model/codec.py's ALLOWED_FORMATS).
+    "huge-header.psd": (415, "not an image in a supported format"),
     "1x1.png": (422, "the image is 1x1; both sides must be at least 8 pixels"),
     "20000x1.png": (422, "the image is 20000x1; both sides must be at least 8 pixels"),
     "gray16.png": (IMAGE, ""),
@@ -59,6 +61,18 @@ EXPECTED: dict[str, tuple[int, str]] = {
     "gif-js-polyglot.gif": (422, "10799x10, an aspect ratio over 10:1"),
     "html-named.png": (415, "not an image in a supported format"),
     "script.svg": (415, "not an image in a supported format"),
+    # 40 megapixels in the modes that used to cost seconds and a gigabyte; what each costs now
+    # is measured in test_decoding_cost.py.
+    "gray16-40mp.png": (IMAGE, ""),
+    "palette-alpha-40mp.png": (IMAGE, ""),
+    "float32-40mp.tif": (IMAGE, ""),
+    "lossless-12mp.webp": (IMAGE, ""),
+    "lossless-40mp.webp": (413, "WebP images are limited to 12,582,912 pixels"),
+    # Icon formats decode their largest picture while being opened: not accepted at all.
+    "ico-hiding-12000.ico": (415, "not an image in a supported format"),
+    "icns-hiding-12000.icns": (415, "not an image in a supported format"),
+    "scan-bomb.jpg": (413, "progressive JPEG has more than 160 scans of 4,000,000 pixels"),
+    "rle.bmp": (415, "run-length encoded BMP files are not accepted"),
 }
 
 
@@ -201,6 +215,11 @@ PLAIN_COPIES: dict[str, Callable[[], Image.Image]] = {
         "png-large-zip-polyglot.png", b"IEND\xaeB`\x82"
     ),
     "jpeg-zip-polyglot.jpg": _before_the_payload("jpeg-zip-polyglot.jpg", b"\xff\xd9"),
+    # One colour each: any size of that colour is the same model input.
+    "gray16-40mp.png": lambda: Image.new("RGB", (64, 64), (0, 0, 0)),
+    "palette-alpha-40mp.png": lambda: Image.new("RGB", (64, 64), PALETTE_ALPHA_COLOUR),
+    "float32-40mp.tif": lambda: Image.new("RGB", (64, 64), (128, 128, 128)),  # 0.5 of white
+    "lossless-12mp.webp": lambda: Image.new("RGB", (64, 64), WEBP_COLOUR),
 }
 
 

@@ -3,7 +3,9 @@
 Every file is small (the whole corpus stays well under 1 MB) and made from fixed seeds, so running
 this again gives the same files. tests/service/test_hostile.py posts each one to the service and
 holds the answer to the outcome it expects: a 4xx with a readable detail, or a correct image.
-New files need an expectation there too.
+New files need an expectation there too. `LARGE` holds attacks whose point is their size (10 MB
+of structure, a 40-megapixel photo): tests/service/test_decoding_cost.py builds them when it
+runs rather than keeping them here.
 """
 
 from __future__ import annotations
@@ -150,6 +152,227 @@ def huge_psd_header() -> bytes:
         + struct.pack(">III", 0, 0, 0)  # empty colour mode, resources, layers
         + b"\x00\x00"  # raw image data, none of it present
     )
+
+
+# --- costly to decode, under every limit ---------------------------------------------------------
+# 40 megapixels (6300 x 6300) each, in the modes that used to cost seconds and a gigabyte.
+
+
+SIDE_40MP = 6300
+
+
+def gray16_40mp_png() -> bytes:
+    """16-bit greyscale, all black: 79 MB of samples in 77 kB."""
+    row = b"\x00" + b"\x00" * (2 * SIDE_40MP)
+    return _png(SIDE_40MP, SIDE_40MP, 16, 0, row * SIDE_40MP)
+
+
+def palette_alpha_40mp_png() -> bytes:
+    """A palette with a tRNS chunk (the alpha path), every pixel the opaque colour 1."""
+    row = b"\x00" + b"\x01" * SIDE_40MP
+    palette = _chunk(b"PLTE", b"\xff\xff\xff" + bytes(PALETTE_ALPHA_COLOUR))
+    alpha = _chunk(b"tRNS", b"\x00\xff")
+    return _png(SIDE_40MP, SIDE_40MP, 8, 3, row * SIDE_40MP, palette, alpha)
+
+
+PALETTE_ALPHA_COLOUR = (16, 32, 48)
+
+
+def float32_40mp_tiff() -> bytes:
+    """32-bit float greyscale, every sample 0.5, in deflate strips that all share one copy of
+    their data (TIFF allows it, and it keeps the file at 4 kB)."""
+    rows_per_strip = 64
+    strip = zlib.compress(struct.pack("<f", 0.5) * (SIDE_40MP * rows_per_strip), 9)
+    strips = -(-SIDE_40MP // rows_per_strip)
+    data_at = 8
+    offsets_at = data_at + len(strip)
+    counts_at = offsets_at + 4 * strips
+    directory_at = counts_at + 4 * strips
+    entries = [  # (tag, type, count, value): types 3 SHORT, 4 LONG
+        (256, 4, 1, SIDE_40MP),  # width
+        (257, 4, 1, SIDE_40MP),  # height
+        (258, 3, 1, 32),  # bits per sample
+        (259, 3, 1, 8),  # deflate
+        (262, 3, 1, 1),  # black is zero
+        (273, 4, strips, offsets_at),
+        (277, 3, 1, 1),  # samples per pixel
+        (278, 4, 1, rows_per_strip),
+        (279, 4, strips, counts_at),
+        (339, 3, 1, 3),  # IEEE floating point samples
+    ]
+    directory = struct.pack("<H", len(entries))
+    directory += b"".join(struct.pack("<HHII", *entry) for entry in entries) + b"\x00" * 4
+    return (
+        b"II*\x00"
+        + struct.pack("<I", directory_at)
+        + strip
+        + struct.pack(f"<{strips}I", *[data_at] * strips)
+        + struct.pack(f"<{strips}I", *[len(strip)] * strips)
+        + directory
+    )
+
+
+def lossless_40mp_webp() -> bytes:
+    """libwebp holds four copies of the canvas while decoding: 610 MB for this 1.6 kB file."""
+    return _save(Image.new("RGB", (SIDE_40MP, SIDE_40MP), (10, 20, 30)), "WEBP", lossless=True)
+
+
+WEBP_COLOUR = (10, 20, 30)
+
+
+def lossless_12mp_webp() -> bytes:
+    """A WebP at its own pixel limit (4096 x 3072): decoded, at a bounded cost."""
+    return _save(Image.new("RGB", (4096, 3072), WEBP_COLOUR), "WEBP", lossless=True)
+
+
+def _one_bit_png(side: int) -> bytes:
+    return _png(side, side, 1, 0, (b"\x00" + b"\x00" * (side // 8)) * side)
+
+
+def ico_hiding_a_large_png() -> bytes:
+    """An icon directory that says 256 x 256 over a 12000 x 12000 PNG: Pillow's ICO plugin
+    decodes the PNG inside open(), before any size check can run."""
+    inner = _one_bit_png(12_000)
+    directory = struct.pack("<HHH", 0, 1, 1)  # reserved, type 1 (icon), one image
+    # 0 x 0 means 256 x 256; colours, reserved, planes, bits, size, offset
+    entry = struct.pack("<BBBBHHII", 0, 0, 0, 0, 1, 32, len(inner), 6 + 16)
+    return directory + entry + inner
+
+
+def icns_hiding_a_large_png() -> bytes:
+    """A macOS icon whose ic10 entry (1024 x 1024 by its type) holds a 12000 x 12000 PNG."""
+    inner = _one_bit_png(12_000)
+    entry = b"ic10" + struct.pack(">I", 8 + len(inner)) + inner
+    return b"icns" + struct.pack(">I", 8 + len(entry)) + entry
+
+
+def _jpeg_scans(data: bytes) -> list[tuple[int, int]]:
+    """(start, end) of each scan (SOS segment and its entropy-coded data) of a JPEG."""
+    scans, position = [], 2
+    while data[position + 1] != 0xD9:
+        (length,) = struct.unpack(">H", data[position + 2 : position + 4])
+        if data[position + 1] != 0xDA:
+            position += 2 + length
+            continue
+        end = position + 2 + length
+        while data[end] != 0xFF or data[end + 1] == 0 or 0xD0 <= data[end + 1] <= 0xD7:
+            end += 1
+        scans.append((position, end))
+        position = end
+    return scans
+
+
+def scan_bomb_jpeg(side: int = 2000, repeats: int = 300) -> bytes:
+    """A progressive JPEG whose last scan is repeated: libjpeg runs each one over the whole
+    picture. 300 scans of 4 megapixels in 33 kB; 1,000 of 40 megapixels (216 kB) took 52 s."""
+    data = _save(Image.new("L", (side, side), 128), "JPEG", progressive=True, quality=90)
+    start, end = _jpeg_scans(data)[-1]
+    return data[:end] + data[start:end] * repeats + data[end:]
+
+
+def rle_bmp() -> bytes:
+    """A run-length encoded BMP (decoded by Pillow in Python, one step per run)."""
+    width = height = 64
+    runs = (b"\x01\x05" * width + b"\x00\x00") * height + b"\x00\x01"
+    header = struct.pack("<IiiHHIIiiII", 40, width, height, 1, 8, 1, len(runs), 2835, 2835, 256, 0)
+    palette = b"\x00\x00\x00\x00" * 256
+    offset = 14 + len(header) + len(palette)
+    return b"BM" + struct.pack("<IHHI", offset + len(runs), 0, 0, offset) + header + palette + runs
+
+
+# --- 10 MB of structure (LARGE: built by the tests) ---------------------------------------------
+# Each is refused from a count, before Pillow walks it; each used to cost seconds.
+
+STRUCTURE_BYTES = 9_500_000
+
+
+def png_many_chunks() -> bytes:
+    """790,000 empty private chunks between the header and the pixels (11 s)."""
+    face = _save(_face((64, 64)), "PNG")
+    header_end = 8 + 25
+    chunks = _chunk(b"prIv", b"") * (STRUCTURE_BYTES // 12)
+    return face[:header_end] + chunks + face[header_end:]
+
+
+def jpeg_many_segments() -> bytes:
+    """2.4 million empty APP5 segments before the frame (6 s)."""
+    face = _save(_face((64, 64)), "JPEG")
+    return face[:2] + b"\xff\xe5\x00\x02" * (STRUCTURE_BYTES // 4) + face[2:]
+
+
+def jpeg_stray_bytes() -> bytes:
+    """9.5 MB of bytes that are not markers after the first segment, which Pillow skips one at
+    a time (0.8 s of CPU)."""
+    face = _save(_face((64, 64)), "JPEG")
+    first_segment_end = 4 + struct.unpack(">H", face[4:6])[0]
+    return face[:first_segment_end] + b"\x00" * STRUCTURE_BYTES + face[first_segment_end:]
+
+
+def gif_many_blocks() -> bytes:
+    """A comment made of 4.7 million one-byte sub-blocks before the first frame (2 s)."""
+    gif = _save(_face((64, 64)).quantize(colors=16), "GIF")
+    descriptor = gif.index(b",")
+    comment = b"!\xfe" + b"\x01a" * (STRUCTURE_BYTES // 2) + b"\x00"
+    return gif[:descriptor] + comment + gif[descriptor:]
+
+
+def tiff_many_tiles() -> bytes:
+    """40 megapixels in 16 x 16 uncompressed tiles sharing one tile of data: Pillow decodes
+    each of the 155,000 tiles as a step in Python (4 s)."""
+    side, tile = 6304, 16
+    tiles = (side // tile) ** 2
+    data_at, data = 8, b"\x00" * tile * tile
+    offsets_at = data_at + len(data)
+    counts_at = offsets_at + 4 * tiles
+    directory_at = counts_at + 4 * tiles
+    entries = [
+        (256, 4, 1, side),
+        (257, 4, 1, side),
+        (258, 3, 1, 8),
+        (259, 3, 1, 1),  # uncompressed
+        (262, 3, 1, 1),
+        (277, 3, 1, 1),
+        (322, 4, 1, tile),  # tile width
+        (323, 4, 1, tile),  # tile length
+        (324, 4, tiles, offsets_at),
+        (325, 4, tiles, counts_at),
+    ]
+    directory = struct.pack("<H", len(entries))
+    directory += b"".join(struct.pack("<HHII", *entry) for entry in entries) + b"\x00" * 4
+    return (
+        b"II*\x00"
+        + struct.pack("<I", directory_at)
+        + data
+        + struct.pack(f"<{tiles}I", *[data_at] * tiles)
+        + struct.pack(f"<{tiles}I", *[len(data)] * tiles)
+        + directory
+    )
+
+
+def bmp_many_runs() -> bytes:
+    """A 6300 x 6300 run-length encoded BMP of one-pixel runs, as many as 9.5 MB holds (4 s)."""
+    width = height = SIDE_40MP
+    row = b"\x01\x05" * width + b"\x00\x00"
+    runs = row * (STRUCTURE_BYTES // len(row)) + b"\x00\x01"
+    header = struct.pack("<IiiHHIIiiII", 40, width, height, 1, 8, 1, len(runs), 2835, 2835, 256, 0)
+    palette = b"\x00\x00\x00\x00" * 256
+    offset = 14 + len(header) + len(palette)
+    return b"BM" + struct.pack("<IHHI", offset + len(runs), 0, 0, offset) + header + palette + runs
+
+
+def scan_bomb_40mp_jpeg() -> bytes:
+    return scan_bomb_jpeg(SIDE_40MP, 1000)
+
+
+def photo_40mp_jpeg(progressive: bool = False) -> bytes:
+    """A legitimate 40-megapixel photo (7744 x 5163, a 40 MP camera's frame): smooth colour
+    fields with fine detail, 2 to 3 MB as a JPEG."""
+    width, height = 7744, 5163
+    red = Image.linear_gradient("L").resize((width, height))
+    green = Image.radial_gradient("L").resize((width, height))
+    blue = Image.effect_noise((width // 4, height // 4), 40).resize((width, height))
+    photo = Image.merge("RGB", (red, green, blue))
+    return _save(photo, "JPEG", quality=90, progressive=progressive)
 
 
 # --- odd sizes ---------------------------------------------------------------------------------
@@ -307,6 +530,28 @@ CORPUS: dict[str, Callable[[], bytes]] = {
     "gif-js-polyglot.gif": gif_js_polyglot,
     "html-named.png": html_named_png,
     "script.svg": svg_with_script,
+    "gray16-40mp.png": gray16_40mp_png,
+    "palette-alpha-40mp.png": palette_alpha_40mp_png,
+    "float32-40mp.tif": float32_40mp_tiff,
+    "lossless-40mp.webp": lossless_40mp_webp,
+    "lossless-12mp.webp": lossless_12mp_webp,
+    "ico-hiding-12000.ico": ico_hiding_a_large_png,
+    "icns-hiding-12000.icns": icns_hiding_a_large_png,
+    "scan-bomb.jpg": scan_bomb_jpeg,
+    "rle.bmp": rle_bmp,
+}
+
+# Built by the tests that use them (too large to keep here).
+LARGE: dict[str, Callable[[], bytes]] = {
+    "png-many-chunks.png": png_many_chunks,
+    "jpeg-many-segments.jpg": jpeg_many_segments,
+    "jpeg-stray-bytes.jpg": jpeg_stray_bytes,
+    "gif-many-blocks.gif": gif_many_blocks,
+    "tiff-many-tiles.tif": tiff_many_tiles,
+    "bmp-many-runs.bmp": bmp_many_runs,
+    "scan-bomb-40mp.jpg": scan_bomb_40mp_jpeg,
+    "photo-40mp.jpg": photo_40mp_jpeg,
+    "photo-40mp-progressive.jpg": lambda: photo_40mp_jpeg(progressive=True),
 }
 
 
