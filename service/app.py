@@ -12,6 +12,7 @@ import re
 import secrets
 import time
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -206,12 +207,10 @@ async def require_api_key(request: Request) -> None:
 
 async def single_query_values(request: Request) -> None:
     """Refuse `?n=1&n=64`: which one was meant is a guess, and FastAPI would take the last."""
-    names = [name for name, _ in request.query_params.multi_items()]
-    repeated = sorted({name for name in names if names.count(name) > 1})
+    counts = Counter(name for name, _ in request.query_params.multi_items())
+    repeated = sorted(name for name, count in counts.items() if count > 1)
     if repeated:
-        raise RequestError(
-            f"query parameter {', '.join(map(repr, repeated))} given more than once; send it once"
-        )
+        raise RequestError(f"query parameter {_some(repeated)} given more than once; send it once")
 
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
@@ -408,6 +407,13 @@ def _short(text: str, limit: int = 100) -> str:
 _SHOWN_PROBLEMS = 5
 
 
+def _some(names: list[str]) -> str:
+    """The first few of `names`, quoted and cut short, then how many more."""
+    shown = ", ".join(repr(_short(name, 40)) for name in names[:_SHOWN_PROBLEMS])
+    more = len(names) - _SHOWN_PROBLEMS
+    return f"{shown} and {more} more" if more > 0 else shown
+
+
 def _problems(error: ValidationError | RequestValidationError) -> list[dict[str, Any]]:
     """The first few problems, without the input each one would echo, then how many more."""
     if isinstance(error, ValidationError):
@@ -517,9 +523,7 @@ def _refuse_repeated(form: Any, *fields: str) -> None:
     """FastAPI and Starlette keep the last of repeated parts; which one was meant is a guess."""
     repeated = [field for field in fields if len(form.getlist(field)) > 1]
     if repeated:
-        raise RequestError(
-            f"field {', '.join(map(repr, repeated))} sent more than once; send one file each"
-        )
+        raise RequestError(f"field {_some(repeated)} sent more than once; send one file each")
 
 
 def single_files(*fields: str) -> Any:

@@ -187,6 +187,15 @@ def test_form_fields_are_bounded_before_they_are_parsed(server, data, status, wo
     assert_cheap(watch)
 
 
+def test_thousands_of_repeated_query_parameters_are_refused_fast(server):
+    query = "&".join(f"{i}=1&{i}=2" for i in range(2000))  # 26 KB, under the head limit
+    with watched(server.url) as watch, server.client() as client:
+        response = client.post(f"/sample?{query}")
+    assert_small_refusal(response, 422)
+    assert "given more than once; send it once" in response.json()["detail"]
+    assert_cheap(watch)
+
+
 def test_json_with_the_wrong_type_is_415(http):
     response = http.post(
         "/decode", content=b'{"latents": [[0]]}', headers={"content-type": "text/plain"}
