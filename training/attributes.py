@@ -4,6 +4,12 @@ remove a labelled attribute, and the edits they make.
 For attribute a, vector = mean mu(x | a = +1) - mean mu(x | a = -1) over labelled images, where
 mu is the encoder's posterior mean. An edit decodes mu(x) + s * vector: s > 0 adds the attribute,
 s < 0 removes it.
+
+The mean difference also carries whatever comes with the attribute in the data: men rarely wear
+lipstick, so "+Male" removes lipstick too. The "controlled" direction holds the other labelled
+attributes fixed: a least-squares fit mu ~ b + sum_a y_a w_a over every labelled attribute at once,
+whose coefficient 2 w_a is the change from y_a = -1 to +1 at equal other labels. With a single
+attribute it is exactly the mean difference.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ log = logging.getLogger(__name__)
 # Where `write_attributes` records which data the vectors came from, inside the header's
 # `dataset` section (which describes the data behind the checkpoint's contents).
 SOURCE_KEY = "attribute_vectors"
+DIRECTIONS = ("mean-difference", "controlled")
 
 
 @dataclass(frozen=True)
@@ -50,6 +57,7 @@ def compute_attribute_vectors(
     min_examples: int = 10,
     num_workers: int = 0,
     progress: bool = False,
+    direction: str = "mean-difference",
 ) -> AttributeReport:
     """Attribute vectors from the first `count` readable images of a labelled data set.
 
@@ -67,6 +75,8 @@ def compute_attribute_vectors(
         )
     if min_examples < 1:
         raise ValueError(f"min_examples must be at least 1, got {min_examples}")
+    if direction not in DIRECTIONS:
+        raise ValueError(f"direction must be one of {', '.join(DIRECTIONS)}, got {direction!r}")
     loader = inference_loader(dataset, count=count, batch_size=batch_size, num_workers=num_workers)
     latent_dim = model.config.latent_dim
     model.to(device)
@@ -76,6 +86,9 @@ def compute_attribute_vectors(
         for sign in (1, -1)
     }
     counts = {sign: torch.zeros(len(names), dtype=torch.int64, device=device) for sign in (1, -1)}
+    # The normal equations of mu ~ [1, labels] @ W, accumulated batch by batch.
+    gram = torch.zeros(len(names) + 1, len(names) + 1, dtype=torch.float64, device=device)
+    cross = torch.zeros(len(names) + 1, latent_dim, dtype=torch.float64, device=device)
     images = damaged = 0
     with (
         evaluation_mode(model),
@@ -92,6 +105,9 @@ def compute_attribute_vectors(
                 members = (labels == sign).double()  # (B, A)
                 sums[sign] += members.T @ mu
                 counts[sign] += members.sum(0).long()
+            design = torch.cat([torch.ones_like(labels[:, :1]), labels], 1).double()  # (B, 1+A)
+            gram += design.T @ design
+            cross += design.T @ mu
             images += len(mu)
     if images == 0:
         raise ValueError(f"none of the first {damaged} images could be read")
@@ -99,6 +115,9 @@ def compute_attribute_vectors(
     vectors: dict[str, AttributeVector] = {}
     skipped: dict[str, tuple[int, int]] = {}
     positives, negatives = counts[1].tolist(), counts[-1].tolist()
+    # (1+A, latent): row 1+a is w_a; the pseudo-inverse copes with attributes that always go
+    # together (or never vary), whose separate effects the data cannot tell apart.
+    coefficients = torch.linalg.pinv(gram) @ cross
     for row, name in enumerate(names):
         pos, neg = int(positives[row]), int(negatives[row])
         if pos < min_examples or neg < min_examples:
@@ -113,7 +132,10 @@ def compute_attribute_vectors(
             )
             skipped[name] = (pos, neg)
             continue
-        difference = sums[1][row] / pos - sums[-1][row] / neg
+        if direction == "controlled":
+            difference = 2.0 * coefficients[1 + row]
+        else:
+            difference = sums[1][row] / pos - sums[-1][row] / neg
         vectors[name] = AttributeVector(difference.to("cpu", torch.float32), pos, neg)
     return AttributeReport(vectors=vectors, skipped=skipped, images=images, damaged=damaged)
 

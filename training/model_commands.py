@@ -24,7 +24,12 @@ from model.checkpoint import Checkpoint, atomic_write_bytes, load_checkpoint
 from model.codec import ImageError, Preprocessing, encode_png, make_grid
 from model.device import select_device
 from model.files import FileRefusedError
-from training.attributes import attribute_edits, compute_attribute_vectors, write_attributes
+from training.attributes import (
+    DIRECTIONS,
+    attribute_edits,
+    compute_attribute_vectors,
+    write_attributes,
+)
 from training.cli import int_in_range
 from training.data import (
     SPLITS,
@@ -185,6 +190,14 @@ def _add_attributes_command(commands: Any) -> None:
         default=10,
         help="skip attributes with fewer positive or negative images than this",
     )
+    parser.add_argument(
+        "--direction",
+        choices=DIRECTIONS,
+        default="mean-difference",
+        help="mean-difference (the paper's) or controlled: the change the attribute makes with "
+        "the other labelled attributes held fixed (a joint least-squares fit), so +Male stops "
+        "removing lipstick",
+    )
     parser.set_defaults(handler=run_attributes)
 
 
@@ -202,6 +215,7 @@ def run_attributes(args: argparse.Namespace) -> int:
         min_examples=args.min_examples,
         num_workers=args.workers,
         progress=not args.quiet,
+        direction=args.direction,
     )
     print(f"{'attribute':<24}{'positives':>10}{'negatives':>10}{'norm':>10}")
     for name, attribute in report.vectors.items():
@@ -227,6 +241,7 @@ def run_attributes(args: argparse.Namespace) -> int:
         "images": report.images,
         "damaged": report.damaged,
         "min_examples": args.min_examples,
+        "direction": args.direction,
     }
     write_attributes(
         args.checkpoint, report.vectors, source=source, expected_sha256=checkpoint.sha256

@@ -1,3 +1,4 @@
+import copy
 import logging
 import os
 from pathlib import Path
@@ -59,6 +60,42 @@ def test_vectors_are_differences_of_class_means_of_mu(model, faces):
     # In the data set's attribute order, and a real direction, not numerical noise.
     assert list(report.vectors) == enough and len(enough) >= 8
     assert report.vectors["Smiling"].norm > 1e-2
+
+
+def test_controlled_vectors_hold_the_other_attributes_fixed(model, faces):
+    """Twice the joint least-squares coefficient of each label: the change from y_a = -1 to +1
+    with every other labelled attribute held fixed."""
+    report = compute_attribute_vectors(
+        model, faces, batch_size=16, min_examples=3, direction="controlled"
+    )
+    mu = _posterior_means(model, faces)
+    labels = faces.labels.double()
+    design = torch.cat([torch.ones(len(labels), 1, dtype=torch.float64), labels], 1)
+    coefficients = torch.linalg.pinv(design) @ mu  # minimum-norm least squares
+    plain = compute_attribute_vectors(model, faces, batch_size=16, min_examples=3)
+    assert list(report.vectors) == list(plain.vectors)
+    differs = 0
+    for column, name in enumerate(faces.attribute_names):
+        if name not in report.vectors:
+            continue
+        expected = 2 * coefficients[1 + column]
+        torch.testing.assert_close(
+            report.vectors[name].vector, expected.float(), rtol=1e-3, atol=1e-5
+        )
+        differs += not torch.allclose(report.vectors[name].vector, plain.vectors[name].vector)
+    assert differs >= len(report.vectors) // 2, "correlated labels change the directions"
+
+
+def test_with_one_labelled_attribute_controlled_is_the_mean_difference(model, faces):
+    column = list(faces.attribute_names).index("Smiling")
+    single = copy.copy(faces)  # the same images, labelled with Smiling alone
+    single.attribute_names = ["Smiling"]
+    single.labels = faces.labels[:, column : column + 1]
+    controlled = compute_attribute_vectors(model, single, min_examples=3, direction="controlled")
+    plain = compute_attribute_vectors(model, single, min_examples=3)
+    torch.testing.assert_close(
+        controlled.vectors["Smiling"].vector, plain.vectors["Smiling"].vector, rtol=1e-4, atol=1e-6
+    )
 
 
 def test_count_takes_the_first_images(model, faces):
