@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import functools
+import math
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -26,43 +28,64 @@ class Finished:
     stdout: str
     stderr: str
     seconds: float
-    peak_mib: float  # the process's own peak resident memory
+    peak_mib: float  # the command's own peak resident memory (inf when it was killed)
 
     @property
     def error_lines(self) -> list[str]:
         return self.stderr.strip().splitlines()
 
 
-def run_measured(args: Sequence[str], *, timeout: float, **popen: Any) -> Finished:
-    """Run `args` to the end (or kill it at `timeout`), with its time and peak memory.
+# Runs the command as its own forked child and reports that child's exit status and peak
+# memory. Measured directly, a child of the test process would report the test process's peak
+# instead: Linux carries the parent's high-water mark into a child's ru_maxrss across the
+# vfork and exec that start it, and a test session that loaded a few models is larger than
+# the figure being checked.
+_LAUNCHER = """
+import os, sys
+report = int(sys.argv[1])
+pid = os.fork()
+if pid == 0:
+    try:
+        os.execvp(sys.argv[2], sys.argv[2:])
+    finally:
+        os._exit(127)
+_, status, usage = os.wait4(pid, 0)
+os.write(report, f"{os.waitstatus_to_exitcode(status)} {usage.ru_maxrss}".encode())
+"""
 
-    The child is reaped with wait4, whose resource usage is that child's alone, unlike
-    RUSAGE_CHILDREN, which keeps the largest of every child this test process ever had.
-    """
+
+def run_measured(args: Sequence[str], *, timeout: float, **popen: Any) -> Finished:
+    """Run `args` to the end (or kill it at `timeout`), with its time and peak memory."""
+    read_end, write_end = os.pipe()
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         started = time.monotonic()
-        process = subprocess.Popen(args, stdout=out, stderr=err, **popen)
-        returncode: int | None = None
-        while True:
-            pid, status, usage = os.wait4(process.pid, os.WNOHANG)
-            if pid:
-                returncode = os.waitstatus_to_exitcode(status)
-                break
-            if time.monotonic() - started > timeout:
-                process.kill()
-                _, _, usage = os.wait4(process.pid, 0)
-                break
-            time.sleep(0.02)
+        try:
+            launcher = subprocess.Popen(
+                [sys.executable, "-c", _LAUNCHER, str(write_end), *args],
+                stdout=out,
+                stderr=err,
+                pass_fds=(write_end,),
+                start_new_session=True,  # one process group: a timeout kills both
+                **popen,
+            )
+        finally:
+            os.close(write_end)
+        try:
+            launcher.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(launcher.pid, signal.SIGKILL)
+            launcher.wait()
         seconds = time.monotonic() - started
-        process.returncode = -9 if returncode is None else returncode  # reaped above
+        with os.fdopen(read_end, "rb") as report:
+            fields = report.read().split()
         out.seek(0)
         err.seek(0)
         return Finished(
-            returncode,
+            int(fields[0]) if fields else None,
             out.read().decode(errors="replace"),
             err.read().decode(errors="replace"),
             seconds,
-            usage.ru_maxrss / 1024,
+            int(fields[1]) / 1024 if fields else math.inf,
         )
 
 
