@@ -1,5 +1,6 @@
 """vaegan's model: networks, presets, checkpoint format and image codec. Pure: no CLI, no I/O
-beyond checkpoint files."""
+beyond the files it is asked to read or write (checkpoints, and `model.files` for any file whose
+path someone else chose)."""
 
 from model.checkpoint import (
     AttributeVector,
