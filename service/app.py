@@ -51,6 +51,7 @@ from service.metrics import ServiceMetrics
 from service.predictor import Predictor
 from service.runtime import Rendered, RequestError, Runtime
 from service.settings import ServiceSettings
+from service.uploads import DisconnectMiddleware
 
 access_log = logging.getLogger("vaegan.access")
 log = logging.getLogger("vaegan.service")
@@ -923,6 +924,7 @@ def create_app(settings: ServiceSettings, checkpoint: Checkpoint | None = None) 
     app.include_router(docs)
     app.include_router(router)
     _install_error_handlers(app)
+    app.add_middleware(DisconnectMiddleware)  # inside RequestMiddleware, which logs its 499s
     app.add_middleware(
         RequestMiddleware,
         metrics=metrics,

@@ -2,7 +2,7 @@
 
 Image decoding and PNG encoding run on a small thread pool (single-threaded torch there, so the
 model thread keeps the cores); forwards go through the one micro-batcher. Route handlers stay a
-few lines over these methods.
+few lines over these methods. How much decoding one request may cost is service/uploads.py's.
 """
 
 from __future__ import annotations
@@ -17,11 +17,26 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from model.codec import ImageLimits, encode_png, load_image_tensor, make_grid
+from model.codec import (
+    ImageHeader,
+    ImageLimits,
+    encode_png,
+    load_image_tensor,
+    make_grid,
+    read_header,
+)
 from service.batching import MicroBatcher
 from service.metrics import ServiceMetrics
 from service.predictor import Predictor
 from service.settings import ServiceSettings
+from service.uploads import (
+    CLIENT_GONE_STATUS,
+    TRIM_AFTER_PIXELS,
+    ClientGoneError,
+    decode_all,
+    release_free_memory,
+    unless_client_gone,
+)
 
 
 class RequestError(ValueError):
@@ -96,12 +111,42 @@ class Runtime:
             )
         # Refuse before decoding when the queue is already full: decoding is most of the cost.
         self.batcher.check_capacity(len(uploads))
-        prep = self.predictor.preprocessing
-        with self.batcher.expecting():
-            tensors = await asyncio.gather(
-                *(self._in_pool(load_image_tensor, data, prep, self.limits) for data in uploads)
-            )
+        try:
+            # Every header is read and the request's pixels counted before any pixel is decoded.
+            headers = await unless_client_gone(self._in_pool(self._read_headers, uploads))
+            pixels = sum(header.pixels for header in headers)
+            budget = self.settings.max_request_pixels
+            if pixels > budget:
+                raise RequestError(
+                    f"the images sent hold {pixels:,} pixels together; the limit is {budget:,} "
+                    "pixels per request",
+                    413,
+                )
+            with self.batcher.expecting():
+                tensors = await decode_all(
+                    self.pool, self._decode, uploads, headers, self.limits.max_pixels
+                )
+        except ClientGoneError as exc:
+            raise RequestError(str(exc), CLIENT_GONE_STATUS) from None
         return torch.stack(tensors)
+
+    def _read_headers(self, uploads: Sequence[bytes]) -> list[ImageHeader]:
+        return [read_header(data, self.limits) for data in uploads]
+
+    def _decode(self, data: bytes, header: ImageHeader) -> Tensor:
+        try:
+            return load_image_tensor(data, self.predictor.preprocessing, self.limits)
+        finally:
+            if header.pixels >= TRIM_AFTER_PIXELS:
+                release_free_memory()
+
+    async def _decoded_then(
+        self, operation: str, uploads: Sequence[bytes]
+    ) -> tuple[Tensor, tuple[Tensor, ...]]:
+        """Decode `uploads` and run `operation` on them, within one request timeout."""
+        async with asyncio.timeout(self.settings.request_timeout_s):
+            images = await self.load_images(uploads)
+            return images, await self.batcher.submit(operation, images)
 
     async def forward(self, operation: str, rows: Tensor) -> tuple[Tensor, ...]:
         return await asyncio.wait_for(
@@ -162,7 +207,7 @@ class Runtime:
     # -- operations -------------------------------------------------------------------------------
 
     async def encode(self, uploads: Sequence[bytes]) -> tuple[Tensor, Tensor]:
-        mu, logvar = await self.forward("encode", await self.load_images(uploads))
+        _, (mu, logvar) = await self._decoded_then("encode", uploads)
         return mu, logvar
 
     async def decode(self, latents: Tensor) -> Tensor:
@@ -170,7 +215,7 @@ class Runtime:
         return images
 
     async def reconstruct(self, upload: bytes) -> Rendered:
-        images, mu = await self.forward("reconstruct", await self.load_images([upload]))
+        _, (images, mu) = await self._decoded_then("reconstruct", [upload])
         return Rendered(images, mu)
 
     async def sample(self, n: int, seed: int) -> Rendered:
@@ -263,8 +308,7 @@ class Runtime:
         refusal = self.similarity_refusal
         if refusal is not None:
             raise RequestError(refusal, 409)
-        images = await self.load_images([upload_a, upload_b])
-        (features,) = await self.forward("features", images)
+        images, (features,) = await self._decoded_then("features", [upload_a, upload_b])
         return {
             "learned_distance": float((features[0] - features[1]).pow(2).mean()),
             "pixel_mse": float((images[0] - images[1]).pow(2).mean()),

@@ -43,6 +43,12 @@ class ServiceSettings(BaseSettings):
         "per MB, so keep it near what max_samples latents need",
     )
     max_image_pixels: int = Field(40_000_000, ge=64)
+    max_request_pixels: int = Field(
+        80_000_000,
+        ge=64,
+        description="pixels of all the images in one request together (from their headers; "
+        "two images at max_image_pixels by default)",
+    )
     max_samples: int = Field(64, ge=1, le=1024)
     max_strengths: int = Field(16, ge=1, le=256)
     max_strength: float = Field(10.0, gt=0.0, description="largest |strength| of an edit")

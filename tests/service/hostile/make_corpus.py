@@ -364,15 +364,14 @@ def scan_bomb_40mp_jpeg() -> bytes:
     return scan_bomb_jpeg(SIDE_40MP, 1000)
 
 
-def photo_40mp_jpeg(progressive: bool = False) -> bytes:
+def photo_40mp() -> Image.Image:
     """A legitimate 40-megapixel photo (7744 x 5163, a 40 MP camera's frame): smooth colour
-    fields with fine detail, 2 to 3 MB as a JPEG."""
+    fields with fine detail, 7 MB as a JPEG."""
     width, height = 7744, 5163
     red = Image.linear_gradient("L").resize((width, height))
     green = Image.radial_gradient("L").resize((width, height))
     blue = Image.effect_noise((width // 4, height // 4), 40).resize((width, height))
-    photo = Image.merge("RGB", (red, green, blue))
-    return _save(photo, "JPEG", quality=90, progressive=progressive)
+    return Image.merge("RGB", (red, green, blue))
 
 
 # --- odd sizes ---------------------------------------------------------------------------------
@@ -550,8 +549,8 @@ LARGE: dict[str, Callable[[], bytes]] = {
     "tiff-many-tiles.tif": tiff_many_tiles,
     "bmp-many-runs.bmp": bmp_many_runs,
     "scan-bomb-40mp.jpg": scan_bomb_40mp_jpeg,
-    "photo-40mp.jpg": photo_40mp_jpeg,
-    "photo-40mp-progressive.jpg": lambda: photo_40mp_jpeg(progressive=True),
+    "photo-40mp.jpg": lambda: _save(photo_40mp(), "JPEG", quality=90),
+    "photo-40mp-progressive.jpg": lambda: _save(photo_40mp(), "JPEG", quality=90, progressive=True),
 }
 
 
