@@ -14,7 +14,7 @@ from model.config import OBJECTIVES, PRESETS, VAEGANConfig, discriminator_for, g
 from model.networks import build_vaegan
 from training.data import DatasetError, open_dataset
 from training.distributed import init_distributed
-from training.recipe import Recipe
+from training.recipe import RECIPE_SUMMARIES, RECIPES, Recipe, describe_recipe
 from training.trainer import (
     FINAL_CHECKPOINT,
     LOSS_CURVES,
@@ -75,18 +75,26 @@ def add_fit_command(commands: Any) -> None:
     fit.add_argument("--seed", type=int, default=0)
     fit.add_argument("--split", default="train", help="CelebA split to train on")
     fit.add_argument("--limit", type=int, help="use at most this many images")
-    recipe = fit.add_argument_group("recipe (defaults are the authors')")
-    recipe.add_argument("--lr", type=float, default=Recipe.lr)
-    recipe.add_argument("--lr-schedule", choices=["authors", "constant"], default="authors")
-    recipe.add_argument("--gamma", type=float, default=Recipe.gamma)
-    recipe.add_argument("--equilibrium", type=float, default=Recipe.equilibrium)
-    recipe.add_argument("--margin", type=float, default=Recipe.margin)
+    recipe = fit.add_argument_group(
+        "recipe (defaults: the named --recipe's values; a flag overrides one value)"
+    )
+    recipe.add_argument(
+        "--recipe",
+        choices=sorted(RECIPES),
+        default="authors",
+        help="; ".join(f"{name}: {RECIPE_SUMMARIES[name]}" for name in sorted(RECIPES)),
+    )
+    recipe.add_argument("--lr", type=float)
+    recipe.add_argument("--lr-schedule", choices=["authors", "constant"])
+    recipe.add_argument("--gamma", type=float)
+    recipe.add_argument("--equilibrium", type=float)
+    recipe.add_argument("--margin", type=float)
     recipe.add_argument(
         "--no-equilibrium", action="store_true", help="never skip D or decoder updates"
     )
     recipe.add_argument(
         "--discriminate-reconstructions",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
         help="feed reconstructions to D too (the paper's text; the authors' run did not)",
     )
     recipe.add_argument(
@@ -101,8 +109,8 @@ def add_fit_command(commands: Any) -> None:
         help="checkpoints carry an exponential moving average of the encoder's and decoder's "
         "weights with this decay (e.g. 0.999) instead of the last step's",
     )
-    recipe.add_argument("--real-weight", type=float, default=Recipe.real_weight)
-    recipe.add_argument("--weight-decay", type=float, default=Recipe.weight_decay)
+    recipe.add_argument("--real-weight", type=float)
+    recipe.add_argument("--weight-decay", type=float)
     recipe.add_argument("--no-flip", action="store_true", help="no horizontal-flip augmentation")
     recipe.add_argument("--init", choices=["authors", "pytorch"], default="authors")
     output = fit.add_argument_group("outputs")
@@ -144,23 +152,30 @@ def _config(args: argparse.Namespace, saved: dict[str, Any] | None, objective: s
 
 
 def _recipe(args: argparse.Namespace) -> Recipe:
+    """The named recipe, with the run's objective, batch and seed and every flag given."""
+    named = RECIPES[args.recipe]
+    given = {
+        "lr": args.lr,
+        "lr_schedule": args.lr_schedule,
+        "gamma": args.gamma,
+        "equilibrium": args.equilibrium,
+        "margin": args.margin,
+        "discriminate_reconstructions": args.discriminate_reconstructions,
+        "decoder_gan_loss": args.decoder_loss,
+        "real_weight": args.real_weight,
+        "ema_decay": args.ema_decay,
+        "weight_decay": args.weight_decay,
+    }
+    changes = {name: value for name, value in given.items() if value is not None}
+    if args.objective == "ali":
+        changes.setdefault("decoder_gan_loss", "non-saturating")  # the ALI paper's
+    if args.no_equilibrium:
+        changes["margin"] = None
+    if args.no_flip:
+        changes["flip"] = False
     try:
-        return Recipe(
-            objective=args.objective,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            lr_schedule=args.lr_schedule,
-            gamma=args.gamma,
-            equilibrium=args.equilibrium,
-            margin=None if args.no_equilibrium else args.margin,
-            discriminate_reconstructions=args.discriminate_reconstructions,
-            decoder_gan_loss=args.decoder_loss
-            or ("non-saturating" if args.objective == "ali" else "saturating"),
-            real_weight=args.real_weight,
-            ema_decay=args.ema_decay,
-            weight_decay=args.weight_decay,
-            flip=not args.no_flip,
-            seed=args.seed,
+        return named.replace(
+            objective=args.objective, batch_size=args.batch_size, seed=args.seed, **changes
         )
     except ValueError as exc:
         raise FitError(str(exc)) from None
@@ -225,6 +240,8 @@ def run_fit(args: argparse.Namespace) -> int:
         if saved_header is None:
             # Steps a run killed before its first saved state logged; this run logs them again.
             truncate_metrics(run_dir / METRICS_FILE, 0)
+    if context.is_main:
+        log.info("recipe: %s", describe_recipe(recipe))
     model = build_vaegan(config, seed=recipe.seed)
     workers = (
         args.workers if args.workers is not None else (4 if context.device.type == "cuda" else 0)

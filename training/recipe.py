@@ -129,3 +129,29 @@ class Recipe:
 
     def replace(self, **changes: Any) -> Recipe:
         return dataclasses.replace(self, **changes)
+
+
+# `vaegan-train fit --recipe NAME`. The authors' stays the default and exactly faithful.
+RECIPES: dict[str, Recipe] = {"authors": Recipe()}
+RECIPE_SUMMARIES = {
+    "authors": "the authors' CelebA run as published (few GPU hours: use this)",
+}
+# Not part of what a recipe prescribes: what is trained, and the run's own seed.
+_RUN_FIELDS = ("objective", "seed")
+
+
+def describe_recipe(recipe: Recipe) -> str:
+    """The named recipe `recipe` is, or the closest one and what differs from it: "authors",
+    "authors + gamma=0.001, lr_schedule=constant"."""
+
+    def differences(name: str) -> list[str]:
+        named = RECIPES[name].to_dict()
+        return [
+            f"{key}={value}"
+            for key, value in recipe.to_dict().items()
+            if key not in _RUN_FIELDS and named[key] != value
+        ]
+
+    closest = min(RECIPES, key=lambda name: (len(differences(name)), name != "authors"))
+    changed = differences(closest)
+    return closest if not changed else f"{closest} + {', '.join(changed)}"

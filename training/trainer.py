@@ -33,11 +33,12 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from model.checkpoint import atomic_write_bytes, remove_stale_temporaries, save_checkpoint
 from model.codec import Preprocessing, encode_png, make_grid
+from model.files import FileRefusedError, read_regular_file, strict_json_loads
 from model.networks import VAEGAN
 from training import losses
 from training.data import Batch, Sample, collate_samples
 from training.distributed import DistributedContext
-from training.recipe import Recipe
+from training.recipe import Recipe, describe_recipe
 
 log = logging.getLogger(__name__)
 
@@ -660,6 +661,7 @@ class Trainer:
             "dataset": self.dataset.describe(),
             "recipe": self.recipe.to_dict()
             | {
+                "name": describe_recipe(self.recipe),
                 "total_steps": self.options.total_steps,
                 "world_size": self.context.world_size,
                 "command": self.options.command,
@@ -812,7 +814,9 @@ def load_training_state(path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
         with safe_open(str(path), framework="pt") as handle:
             metadata = handle.metadata() or {}
             tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
-        header = json.loads(metadata[STATE_FORMAT])
+        header = strict_json_loads(metadata[STATE_FORMAT])
+        if not isinstance(header, dict):
+            raise TypeError("the header is not a JSON object")
     except Exception as exc:  # any failure here means the same thing to the user: damaged
         raise TrainingError(f"cannot resume from {path}: the file is damaged ({exc})") from None
     if header.get("version", 0) > STATE_VERSION:
@@ -838,25 +842,28 @@ def _matching(patterns: tuple[str, ...]) -> Callable[[str], bool]:
 
 def truncate_metrics(path: Path, last_step: int) -> None:
     """Drop metric lines a killed run logged after its last saved state."""
-    if not path.exists():
-        return
-    kept = []
-    for line in path.read_text().splitlines():
-        try:
-            if json.loads(line)["step"] <= last_step:
-                kept.append(line)
-        except (json.JSONDecodeError, KeyError, TypeError):
-            continue  # a line cut by the kill
-    atomic_write_bytes(path, "".join(line + "\n" for line in kept).encode())
+    kept = [
+        json.dumps(record) for record in read_metrics(path) if record.get("step", 0) <= last_step
+    ]
+    if kept or path.exists():
+        atomic_write_bytes(path, "".join(line + "\n" for line in kept).encode())
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """The records of a metrics file; lines cut by a kill (or otherwise unreadable) are left
+    out. Only a regular file is read: a FIFO or device in its place would hang the reader."""
     if not path.exists():
         return []
+    try:
+        text = read_regular_file(path).decode("utf-8", errors="replace")
+    except FileRefusedError as exc:
+        raise TrainingError(f"cannot read the run's metrics: {exc}") from None
     records = []
-    for line in path.read_text().splitlines():
-        with contextlib.suppress(json.JSONDecodeError):
-            records.append(json.loads(line))
+    for line in text.splitlines():
+        with contextlib.suppress(ValueError, RecursionError):
+            record = json.loads(line)
+            if isinstance(record, dict) and isinstance(record.get("step"), int):
+                records.append(record)
     return records
 
 

@@ -9,6 +9,7 @@ import pytest
 from model.checkpoint import read_checkpoint_header
 from tests.processes import run_measured
 from training.cli import main
+from training.trainer import read_metrics, truncate_metrics
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -109,3 +110,30 @@ def test_fit_skips_a_fifo_among_the_images_instead_of_hanging(synthetic_celeba, 
     assert f"skipping {fifo}: not a regular file (a FIFO)" in result.stderr
     header = read_checkpoint_header(out / "model.safetensors")
     assert header.evaluation["training"]["damaged_images"] >= 1
+
+
+def test_resume_refuses_a_fifo_in_place_of_the_metrics_in_one_line(synthetic_celeba, tmp_path):
+    out = tmp_path / "run"
+    command = [str(VENV_BIN / "vaegan-train"), "fit", "--data", str(synthetic_celeba)]
+    command += ["--out", str(out), "--preset", "small32", "--batch-size", "4", "--device", "cpu"]
+    first = run_measured([*command, "--steps", "1", "--quiet"], timeout=120)
+    assert first.returncode == 0, first.stderr
+    metrics = out / "metrics.jsonl"
+    metrics.unlink()
+    os.mkfifo(metrics)  # reading it would block the resume forever
+    result = run_measured([*command, "--steps", "2", "--resume", "--quiet"], timeout=120)
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if "error" in line]
+    assert len(lines) == 1 and "not a regular file (a FIFO)" in lines[0], result.stderr
+
+
+def test_metric_lines_a_kill_or_an_editor_damaged_are_left_out(tmp_path):
+    metrics = tmp_path / "metrics.jsonl"
+    metrics.write_text(
+        '{"step": 1, "L_gan": 1.0}\n'
+        + "[" * 100_000  # nesting deep enough to exhaust a recursive parser
+        + '\n{"step": 2, "L_gan": NaN}\n{"step": 3, "L_g'
+    )
+    assert [r["step"] for r in read_metrics(metrics)] == [1, 2]
+    truncate_metrics(metrics, 1)
+    assert [r["step"] for r in read_metrics(metrics)] == [1]

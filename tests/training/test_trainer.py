@@ -15,7 +15,7 @@ from model.networks import build_vaegan
 from training import losses
 from training.cli import main
 from training.distributed import DistributedContext
-from training.recipe import Recipe
+from training.recipe import RECIPES, Recipe, describe_recipe
 from training.trainer import Networks, Noise, compute_gradients, load_training_state, read_metrics
 
 
@@ -575,3 +575,28 @@ def test_ema_checkpoints_carry_averaged_weights_and_resume_exactly(synthetic_cel
 def test_ema_decay_is_checked():
     with pytest.raises(ValueError, match="ema_decay must be in"):
         Recipe(ema_decay=1.0)
+
+
+# --- named recipes ----------------------------------------------------------------------------
+
+
+def test_describe_recipe_names_the_closest_recipe_and_what_differs():
+    assert describe_recipe(Recipe()) == "authors"
+    assert describe_recipe(Recipe(seed=3, objective="vae")) == "authors"  # run fields
+    assert (
+        describe_recipe(Recipe(gamma=1e-3, lr_schedule="constant"))
+        == "authors + lr_schedule=constant, gamma=0.001"
+    )
+    for name, recipe in RECIPES.items():
+        assert describe_recipe(recipe) == name
+
+
+def test_fit_takes_a_named_recipe_and_flags_override_single_values(synthetic_celeba, tmp_path):
+    out = tmp_path / "run"
+    assert (
+        _fit(synthetic_celeba, out, "--steps", "1", "--recipe", "authors", "--gamma", "0.01") == 0
+    )
+    recorded = load_checkpoint(out / "model.safetensors").header.recipe
+    assert recorded["gamma"] == 0.01
+    assert recorded["lr_schedule"] == "authors"
+    assert recorded["name"] == "authors + batch_size=8, gamma=0.01"
