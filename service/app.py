@@ -252,7 +252,7 @@ class EditBody(BaseModel):
     latent: Numbers
     attribute: Annotated[list[str], Field(fail_fast=True)] | str
     strength: Numbers | float | None = Field(
-        None, description="default: the strength the checkpoint records, else 1"
+        None, description="default: each attribute's default_strength in GET /attributes"
     )
     strengths: Numbers | None = Field(
         None, description="a strip: one image per strength (instead of strength)"
@@ -372,11 +372,13 @@ EDIT_FORM = {
         "attribute": {
             "type": "array",
             "items": {"type": "string"},
-            "description": "attribute names: repeat the field or separate them with commas",
+            "description": "attribute names: repeat the field or separate them with commas; "
+            "a leading - removes the attribute (-Eyeglasses), + or none adds it",
         },
         "strength": {
             **_NUMBERS,
-            "description": "one, or one per attribute (default: the checkpoint's own, else 1)",
+            "description": "one, or one per attribute (default: each attribute's "
+            "default_strength in GET /attributes)",
         },
         "strengths": {**_NUMBERS, "description": "a strip: one image per strength"},
     },
@@ -687,7 +689,12 @@ async def similarity(
 @router.get("/attributes", summary="Attribute vectors this model knows", responses=_errors(503))
 async def attributes(runtime: RuntimeDep) -> dict[str, Any]:
     header = runtime.predictor.checkpoint.header
-    return {"attributes": [{"name": name, **info} for name, info in header.attributes.items()]}
+    return {
+        "attributes": [
+            {"name": name, **info, "default_strength": runtime.default_strength(name)}
+            for name, info in header.attributes.items()
+        ]
+    }
 
 
 @router.get("/model", summary="The served checkpoint", responses=_errors(503))

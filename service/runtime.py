@@ -233,14 +233,29 @@ class Runtime:
         mu, _ = await self.encode([upload])  # type: ignore[list-item]
         return mu
 
-    @property
-    def default_edit_strength(self) -> float:
-        """The strength a checkpoint's evaluation chose for its edits (the demo model records
-        one), else 1: one attribute vector's worth of change."""
-        recorded = self.predictor.checkpoint.header.evaluation.get("edit_strength")
-        if isinstance(recorded, int | float) and 0 < recorded <= self.settings.max_strength:
-            return float(recorded)
+    def default_strength(self, name: str) -> float:
+        """The strength an edit of `name` uses when the request gives none: the attribute's own
+        (chosen per attribute on validation faces), else the one strength the checkpoint's
+        evaluation chose for all, else 1: one attribute vector's worth of change."""
+        checkpoint = self.predictor.checkpoint
+        attribute = checkpoint.attributes.get(name)
+        for recorded in (
+            attribute.default_strength if attribute is not None else None,
+            checkpoint.header.evaluation.get("edit_strength"),
+        ):
+            if isinstance(recorded, int | float) and 0 < recorded <= self.settings.max_strength:
+                return float(recorded)
         return 1.0
+
+    def signed_attribute(self, name: str) -> tuple[float, str]:
+        """The sign and name of a requested attribute: a leading - removes it ("-Eyeglasses"
+        -> (-1, "Eyeglasses")), a + or none adds it. A name the model knows as written is taken
+        as written."""
+        if name in self.predictor.attributes:
+            return 1.0, name
+        if name[:1] in ("+", "-"):
+            return (-1.0 if name[0] == "-" else 1.0), name[1:].strip()
+        return 1.0, name
 
     async def attribute_edit(
         self,
@@ -252,11 +267,12 @@ class Runtime:
         """One image with every named attribute applied, or a strip over `strip` strengths."""
         if not names:
             raise RequestError("name at least one attribute")
+        signs, names = zip(*(self.signed_attribute(name) for name in names), strict=True)
         if strip is not None:
             if not strip:
                 raise RequestError("'strengths' is empty; send at least one strength")
             self.check_strengths(strip)
-            direction = self.attribute_direction(names, [1.0] * len(names))
+            direction = self.attribute_direction(names, signs)
             latents = z + torch.tensor(strip).unsqueeze(1) * direction  # (len(strip), z)
             return Rendered(
                 await self.decode(latents),
@@ -264,7 +280,10 @@ class Runtime:
                 nrow=len(strip),
                 extra={"strengths": list(strip)},
             )
-        strengths = list(strengths or [self.default_edit_strength])
+        if not strengths:
+            self.attribute_direction(names, signs)  # unknown names are refused before defaults
+            strengths = [self.default_strength(name) for name in names]
+        strengths = list(strengths)
         if len(strengths) == 1 and len(names) > 1:
             strengths *= len(names)
         if len(strengths) != len(names):
@@ -273,6 +292,7 @@ class Runtime:
                 "or one per attribute"
             )
         self.check_strengths(strengths)
+        strengths = [sign * strength for sign, strength in zip(signs, strengths, strict=True)]
         latents = z + self.attribute_direction(names, strengths)
         return Rendered(await self.decode(latents), latents, extra={"strengths": strengths})
 
