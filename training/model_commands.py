@@ -17,10 +17,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import Tensor
 
-from model.checkpoint import Checkpoint, atomic_write_bytes, load_checkpoint
+from model.checkpoint import Checkpoint, atomic_write_bytes
 from model.codec import ImageError, Preprocessing, encode_png, make_grid
 from model.device import select_device
 from model.files import FileRefusedError
@@ -31,8 +30,13 @@ from training.attributes import (
     write_attributes,
 )
 from training.cli import int_in_range
+from training.command_args import (
+    DEVICE_CHOICES,
+    add_checkpoint_arguments,
+    add_data_arguments,
+    load_for_command,
+)
 from training.data import (
-    SPLITS,
     CelebADataset,
     open_dataset,
     read_celeba_index,
@@ -51,7 +55,6 @@ from training.judge_eval import (
 )
 from training.strengths import add_strengths_command
 
-DEVICE_CHOICES = ("auto", "cpu", "cuda")
 MAX_SAMPLES = 1024
 MAX_STRENGTHS = 16
 GRID_PADDING = 2
@@ -110,40 +113,6 @@ def positive_number(text: str) -> float:
     return value
 
 
-def _add_common_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--checkpoint", type=Path, required=True, help="a .safetensors checkpoint written by vaegan"
-    )
-    parser.add_argument(
-        "--device",
-        choices=DEVICE_CHOICES,
-        default="auto",
-        help="where to run the model (auto: cuda when available, else cpu)",
-    )
-
-
-def _add_data_arguments(
-    parser: argparse.ArgumentParser, *, default_count: int, default_split: str
-) -> None:
-    parser.add_argument(
-        "--count",
-        type=int_in_range(1),
-        default=default_count,
-        help="use the first COUNT images of the split",
-    )
-    parser.add_argument(
-        "--split",
-        choices=tuple(SPLITS),
-        default=default_split,
-        help="CelebA split to read",
-    )
-    parser.add_argument("--batch-size", type=int_in_range(1), default=64)
-    parser.add_argument(
-        "--workers", type=int_in_range(0), default=0, help="image-loading processes (0: inline)"
-    )
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-
-
 def _check_output_path(path: Path) -> None:
     """Refuse an --out that cannot become a file before spending time on the work."""
     if path.is_dir():
@@ -160,11 +129,6 @@ def _write_png(path: Path, image: Tensor) -> None:
     atomic_write_bytes(path, encode_png(image))
 
 
-def _load(args: argparse.Namespace) -> tuple[Checkpoint, torch.device]:
-    device = select_device(args.device)
-    return load_checkpoint(args.checkpoint, device=device), device
-
-
 # --------------------------------------------------------------------------------------------
 # attributes
 
@@ -179,11 +143,11 @@ def _add_attributes_command(commands: Any) -> None:
             "the checkpoint (rewritten atomically; weights and metadata are kept)."
         ),
     )
-    _add_common_arguments(parser)
+    add_checkpoint_arguments(parser)
     parser.add_argument(
         "--data", type=Path, required=True, help="a CelebA-layout folder (labels required)"
     )
-    _add_data_arguments(parser, default_count=10_000, default_split="train")
+    add_data_arguments(parser, default_count=10_000, default_split="train")
     parser.add_argument(
         "--min-examples",
         type=int_in_range(1),
@@ -202,7 +166,7 @@ def _add_attributes_command(commands: Any) -> None:
 
 
 def run_attributes(args: argparse.Namespace) -> int:
-    checkpoint, device = _load(args)
+    checkpoint, device = load_for_command(args)
     dataset = CelebADataset(
         args.data, split=args.split, preprocessing=checkpoint.preprocessing, limit=args.count
     )
@@ -268,9 +232,9 @@ def _add_evaluate_command(commands: Any) -> None:
             "sharp as the data, a blurry VAE scores far below 1."
         ),
     )
-    _add_common_arguments(parser)
+    add_checkpoint_arguments(parser)
     parser.add_argument("--data", type=Path, required=True, help="CelebA folder or image folder")
-    _add_data_arguments(parser, default_count=1000, default_split="test")
+    add_data_arguments(parser, default_count=1000, default_split="test")
     parser.add_argument("--seed", type=int_in_range(0), default=0, help="seed for the samples")
     parser.add_argument(
         "--json", action="store_true", help="print one JSON object (and nothing else) on stdout"
@@ -296,7 +260,7 @@ def _add_evaluate_command(commands: Any) -> None:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    checkpoint, device = _load(args)
+    checkpoint, device = load_for_command(args)
     dataset = open_dataset(
         args.data, split=args.split, preprocessing=checkpoint.preprocessing, limit=args.count
     )
@@ -412,7 +376,7 @@ def _add_sample_command(commands: Any) -> None:
         help="decode random latents into a PNG grid",
         description="Decode z ~ N(0, I) from a seeded generator and save the images as a grid.",
     )
-    _add_common_arguments(parser)
+    add_checkpoint_arguments(parser)
     parser.add_argument(
         "--n", type=int_in_range(1, MAX_SAMPLES), default=64, help="number of samples"
     )
@@ -424,7 +388,7 @@ def _add_sample_command(commands: Any) -> None:
 
 def run_sample(args: argparse.Namespace) -> int:
     _check_output_path(args.out)
-    checkpoint, device = _load(args)
+    checkpoint, device = load_for_command(args)
     samples = generate_samples(checkpoint.model, args.n, seed=args.seed, device=device)
     grid = make_grid(samples, nrow=args.nrow, padding=GRID_PADDING)
     _write_png(args.out, grid)
@@ -451,7 +415,7 @@ def _add_edit_command(commands: Any) -> None:
     # argparse would read "-2,-1,0,1,2" as an unknown option, since it is not one negative number;
     # nothing in this command's options starts with a minus and a digit, so such words are values.
     parser._negative_number_matcher = re.compile(r"^-\.?\d")
-    _add_common_arguments(parser)
+    add_checkpoint_arguments(parser)
     parser.add_argument("--image", type=Path, required=True, help="the face to edit")
     parser.add_argument(
         "--attribute",
@@ -472,7 +436,7 @@ def _add_edit_command(commands: Any) -> None:
 
 def run_edit(args: argparse.Namespace) -> int:
     _check_output_path(args.out)
-    checkpoint, device = _load(args)
+    checkpoint, device = load_for_command(args)
     vectors = [_attribute_vector(checkpoint, name) for name in args.attribute]
     image = _read_image(args.image, checkpoint.preprocessing)
     cells = attribute_edits(checkpoint.model, image, vectors, args.strengths, device=device)

@@ -18,11 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import Tensor
 
-from model.checkpoint import AttributeVector, CheckpointError, load_checkpoint
+from model.checkpoint import AttributeVector, CheckpointError
 from model.networks import VAEGAN
 from training.attributes import write_attributes
+from training.command_args import add_checkpoint_arguments, add_data_arguments, load_for_command
 from training.data import CelebADataset
 from training.judge import Judge, bundled_judge_path, load_judge
 from training.judge_eval import check_judge_compatible, evaluate_with_judge
@@ -66,7 +68,8 @@ def choose_strengths(
     candidates: Sequence[float] = CANDIDATES,
     count: int = 500,
     batch_size: int = 64,
-    device: str = "cpu",
+    device: str | torch.device = "cpu",
+    num_workers: int = 0,
     progress: bool = False,
 ) -> dict[str, StrengthChoice]:
     """One `StrengthChoice` per attribute that both `vectors` and the judge know."""
@@ -81,6 +84,7 @@ def choose_strengths(
             count=count,
             batch_size=batch_size,
             device=device,
+            num_workers=num_workers,
             progress=progress,
         )
         for name in result.edited_attributes:
@@ -107,27 +111,22 @@ def add_strengths_command(commands: Any) -> None:
             "when a request names none."
         ),
     )
-    parser.add_argument("--checkpoint", type=Path, required=True)
+    add_checkpoint_arguments(parser)
     parser.add_argument("--data", type=Path, required=True, help="a CelebA-layout folder")
-    parser.add_argument("--split", default="val", help="faces to choose on (default val)")
-    parser.add_argument("--count", type=int, default=500, help="faces to edit (default 500)")
+    add_data_arguments(parser, default_count=500, default_split="val")
     parser.add_argument(
         "--judge", type=Path, help="an attribute judge (default: the bundled synthetic one)"
     )
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--quiet", action="store_true")
     parser.set_defaults(handler=run_strengths)
 
 
 def run_strengths(args: argparse.Namespace) -> int:
-    if args.count < 1:
-        raise ValueError("--count must be at least 1")
-    checkpoint = load_checkpoint(args.checkpoint)
+    checkpoint, device = load_for_command(args)
     if not checkpoint.attributes:
         raise CheckpointError(
             args.checkpoint, "it has no attribute vectors; run `vaegan-train attributes` first"
         )
-    judge = load_judge(args.judge or bundled_judge_path(), device=args.device)
+    judge = load_judge(args.judge or bundled_judge_path(), device=device)
     faces = CelebADataset(args.data, split=args.split, preprocessing=checkpoint.preprocessing)
     check_judge_compatible(
         judge, data_attributes=tuple(faces.attribute_names), preprocessing=faces.preprocessing
@@ -139,7 +138,9 @@ def run_strengths(args: argparse.Namespace) -> int:
         judge,
         vectors,
         count=args.count,
-        device=args.device,
+        batch_size=args.batch_size,
+        device=device,
+        num_workers=args.workers,
         progress=not args.quiet,
     )
     print(f"{'attribute':<24}{'s':>6}{'add':>8}{'remove':>8}{'keep':>8}  targets")
