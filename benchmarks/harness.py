@@ -1,8 +1,8 @@
 """What the benchmarks share: the service as a subprocess, inputs and checkpoints, percentiles,
-and a description of the machine the figures came from.
+a description of the machine the figures came from, and docs/benchmarks.md's sections.
 
-Used by `serve_load.py` (the concurrency sweep), `load_soak.py` (soak and overload), `run_all.py`
-and tests/service/test_load.py.
+Used by `serve_load.py` (the concurrency sweep), `load_soak.py` (soak and overload),
+`attacks.py` (issue 15's attacks), `run_all.py` and tests/service/test_load.py.
 """
 
 from __future__ import annotations
@@ -249,8 +249,68 @@ def _meminfo_kib(field: str) -> int | None:
     return None
 
 
+def git_revision() -> str:
+    """The commit the figures came from, and whether the tree had uncommitted changes."""
+    try:
+        commit = _git("rev-parse", "--short", "HEAD")
+        dirty = _git("status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return f"{commit} (with uncommitted changes)" if dirty else commit
+
+
+def _git(*args: str) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+def announce(command: str) -> dict[str, str]:
+    """Print the command and the machine, warn when the machine is busy; the machine's
+    description, for the report."""
+    info = machine()
+    print(command)
+    for name, value in info.items():
+        print(f"  {name}: {value}")
+    if hasattr(os, "getloadavg") and os.getloadavg()[0] > 0.5 * (os.cpu_count() or 1):
+        print("warning: the machine is busy; every figure below will be pessimistic")
+    return info
+
+
 def _gpu() -> str:
     if not torch.cuda.is_available():
         return "none used (CPU only)"
     names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
     return f"{', '.join(names)} (CUDA {torch.version.cuda}; the benchmarks here use the CPU)"
+
+
+# --------------------------------------------------------------------------------------------
+# docs/benchmarks.md
+
+# benchmarks/attacks.py writes this section; run_all.py, which writes the rest, keeps it.
+ATTACKS_HEADING = "## Attacks (issue 15's hardening)"
+
+
+def markdown_section(text: str, heading: str) -> str | None:
+    """The section of `text` under the line `heading`, up to the next `## ` heading, with its
+    heading; None when there is none."""
+    lines = text.splitlines()
+    if heading not in lines:
+        return None
+    start = lines.index(heading)
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+    return "\n".join(lines[start:end]).rstrip() + "\n"
+
+
+def with_markdown_section(text: str, heading: str, section: str) -> str:
+    """`text` with the section under `heading` replaced by `section` (which starts with that
+    heading), or `section` added at the end when there is none."""
+    old = markdown_section(text, heading)
+    if old is None:
+        return text.rstrip() + "\n\n" + section if text.strip() else section
+    lines = text.splitlines()
+    start = lines.index(heading)
+    end = start + len(old.rstrip().splitlines())
+    after = "\n".join(lines[end:]).strip()
+    before = "\n".join(lines[:start])
+    return before + "\n" + section + ("\n" + after + "\n" if after else "")

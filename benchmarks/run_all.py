@@ -35,7 +35,6 @@ import json
 import os
 import shlex
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -48,10 +47,13 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.harness import (
+    ATTACKS_HEADING,
     ROOT,
     add_server_setting_option,
-    machine,
+    announce,
+    git_revision,
     make_checkpoint,
+    markdown_section,
     server_settings_env,
 )
 from benchmarks.load_soak import (
@@ -318,27 +320,6 @@ def overloads(
 # the report
 
 
-def _git_revision() -> str:
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return f"{commit} (with uncommitted changes)" if dirty else commit
-
-
 def describe_checkpoint(path: Path, stand_in: bool) -> str:
     header = read_checkpoint_header(path)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
@@ -383,7 +364,7 @@ def write_report(
         "",
         f"Measured by `{command}` on {started:%Y-%m-%d} in {minutes:.1f} minutes"
         f"{' (the --quick run: fewer requests, steps and presets)' if quick else ''}, commit "
-        f"{_git_revision()}. Every figure is the median of {runs} runs, since shared machines "
+        f"{git_revision()}. Every figure is the median of {runs} runs, since shared machines "
         "are noisy; ratios are taken within each run, then their median, with the runs "
         "listed. Rerun the command to reproduce them.",
         "",
@@ -527,9 +508,14 @@ def write_report(
         "python benchmarks/serve_load.py      # the sweep alone, with CPU time per request",
         "python benchmarks/train_throughput.py",
         "python benchmarks/load_soak.py       # soak and overload alone; exits 1 on a failed check",
+        "python benchmarks/attacks.py --write-docs  # the section below (kept by run_all.py)",
         "```",
         "",
     ]
+    # The attack benchmark's section is its own run's: keep it rather than lose it.
+    attacks = markdown_section(out.read_text(), ATTACKS_HEADING) if out.is_file() else None
+    if attacks is not None:
+        lines += [attacks]
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines))
 
@@ -586,13 +572,7 @@ def main() -> int:
     command = shlex.join(["python", "benchmarks/run_all.py", *sys.argv[1:]])
     started = datetime.datetime.now()
     clock = time.monotonic()
-    machine_info = machine()
-    print(f"run_all: {command}")
-    for name, value in machine_info.items():
-        print(f"  {name}: {value}")
-    cores = os.cpu_count() or 1
-    if os.getloadavg()[0] > 0.5 * cores:
-        print("warning: the machine is busy; every figure below will be pessimistic")
+    machine_info = announce(f"run_all: {command}")
 
     with tempfile.TemporaryDirectory(prefix="run-all-") as tmp:
         work = Path(tmp)

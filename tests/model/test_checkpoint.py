@@ -23,7 +23,14 @@ from model.checkpoint import (
 from model.codec import Preprocessing
 from model.config import get_preset, make_config
 from model.networks import build_vaegan
-from tests.checkpoint_variants import rewrite_checkpoint, with_metadata
+from tests.checkpoint_variants import (
+    RUNNING_VAR,
+    config_change,
+    negative_variance,
+    preprocessing_change,
+    rewrite_checkpoint,
+    with_metadata,
+)
 
 
 def _trained_looking(config, seed=0):
@@ -483,10 +490,6 @@ def _refused_quickly(path, message, monkeypatch):
     return error
 
 
-def _config_change(key, value):
-    return lambda h: h | {"config": h["config"] | {key: value}}
-
-
 @pytest.mark.parametrize(
     ("key", "value", "message"),
     [
@@ -512,7 +515,7 @@ def test_a_config_the_tensors_do_not_match_is_refused_before_building_anything(
     saved, tmp_path, monkeypatch, key, value, message
 ):
     path = rewrite_checkpoint(
-        saved[0], tmp_path / "c.safetensors", header=_config_change(key, value)
+        saved[0], tmp_path / "c.safetensors", header=config_change(key, value)
     )
     _refused_quickly(path, message, monkeypatch)
 
@@ -629,7 +632,7 @@ def test_preprocessing_that_disagrees_with_the_config_is_refused_at_load(saved, 
         path = rewrite_checkpoint(
             saved[0],
             tmp_path / f"{key}.safetensors",
-            header=lambda h, k=key, v=value: h | {"preprocessing": h["preprocessing"] | {k: v}},
+            header=preprocessing_change(key, value),
         )
         _refused(path, message)
         with pytest.raises(CheckpointError, match=message):
@@ -637,14 +640,8 @@ def test_preprocessing_that_disagrees_with_the_config_is_refused_at_load(saved, 
 
 
 def test_a_negative_batch_norm_variance_is_refused_at_load(saved, tmp_path):
-    name = "encoder.features.0.bn.running_var"
-
-    def negative(t):
-        t[name] = -t[name].abs() - 1
-        return t
-
-    path = rewrite_checkpoint(saved[0], tmp_path / "v.safetensors", tensors=negative)
-    _refused(path, f"negative batch-norm variances in {name}")
+    path = rewrite_checkpoint(saved[0], tmp_path / "v.safetensors", tensors=negative_variance)
+    _refused(path, f"negative batch-norm variances in {RUNNING_VAR}")
 
 
 @pytest.mark.parametrize(

@@ -7,17 +7,24 @@ server little time and memory while /health/live keeps answering.
 from __future__ import annotations
 
 import json
-import socket
-import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 import pytest
 
+from benchmarks.attack_tools import (
+    JSON_FLOODS,
+    Watch,
+    connect,
+    json_flood,
+    read_until_closed,
+    reset_peak,
+    send_huge_header,
+    slowloris,
+    trickle,
+)
+from benchmarks.attack_tools import watched as watched_anywhere
 from tests.service.conftest import (
     RunningServer,
     image_bytes,
@@ -37,66 +44,21 @@ SMALL_BODY = 4096
 # --- measuring ---------------------------------------------------------------------------------
 
 
-def _vm_kib(pid: int | str, field: str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise AssertionError(f"no {field} in /proc/{pid}/status")
-
-
-@dataclass
-class Watch:
-    seconds: float = 0.0
-    peak_growth_mb: float = 0.0
-    worst_live_s: float = 0.0
-    probes: int = 0
-
-
 @contextmanager
 def watched(url: str, pid: int | str = "self") -> Iterator[Watch]:
     """Time the block, probe /health/live every 20 ms meanwhile, and measure the server's peak
-    memory growth (VmHWM, reset first; the tests' servers run in this process)."""
-    try:
-        Path(f"/proc/{pid}/clear_refs").write_text("5")  # resets VmHWM to the current RSS
-    except OSError:
+    memory growth (the tests' servers run in this process unless `pid` says otherwise)."""
+    if not reset_peak(pid):
         pytest.skip("cannot reset the peak memory counter here")
-    before = _vm_kib(pid, "VmRSS")
-    watch = Watch()
-    done = threading.Event()
-
-    def probe() -> None:
-        with httpx.Client(base_url=url, timeout=30) as client:
-            while not done.is_set():
-                started = time.perf_counter()
-                assert client.get("/health/live").status_code == 200
-                watch.worst_live_s = max(watch.worst_live_s, time.perf_counter() - started)
-                watch.probes += 1
-                done.wait(0.02)
-
-    def probed_after(count: int) -> None:
-        deadline = time.monotonic() + 30
-        while watch.probes <= count and prober.is_alive() and time.monotonic() < deadline:
-            time.sleep(0.005)
-
-    prober = threading.Thread(target=probe, daemon=True)
-    prober.start()
-    probed_after(0)  # connected and answered once: later probes time the server alone
-    started = time.perf_counter()
-    probes = watch.probes
-    try:
+    with watched_anywhere(url, pid) as watch:
         yield watch
-    finally:
-        watch.seconds = time.perf_counter() - started
-        probed_after(probes)  # at least one probe overlapping or following the attack
-        done.set()
-        prober.join(timeout=30)
-        watch.peak_growth_mb = (_vm_kib(pid, "VmHWM") - before) / 1024
 
 
 def assert_cheap(watch: Watch) -> None:
     assert watch.seconds < ANSWER_WITHIN_S, watch
     assert watch.peak_growth_mb < PEAK_GROWTH_MB, watch
     assert watch.worst_live_s < LIVE_WITHIN_S, watch
+    assert watch.live_failures == 0, watch
 
 
 def assert_small_refusal(response: httpx.Response, *statuses: int) -> None:
@@ -106,17 +68,6 @@ def assert_small_refusal(response: httpx.Response, *statuses: int) -> None:
 
 
 # --- 1. bodies whose errors would be bigger than they are ---------------------------------------
-
-
-def _nulls(count: int) -> str:
-    return "[" + ",".join(["null"] * count) + "]"
-
-
-JSON_FLOODS = {
-    "/decode": lambda values: '{"latents": [' + values + "]}",
-    "/attribute-edit": lambda values: '{"latent": ' + values + ', "attribute": "Smiling"}',
-    "/interpolate": lambda values: '{"latent_a": ' + values + ', "latent_b": [0]}',
-}
 
 
 @pytest.mark.parametrize("path", sorted(JSON_FLOODS))
@@ -129,7 +80,7 @@ JSON_FLOODS = {
     ],
 )
 def test_a_flood_of_bad_values_gets_a_small_fast_answer(server, path, count, status):
-    body = JSON_FLOODS[path](_nulls(count)).encode()
+    body = json_flood(path, count)
     with watched(server.url) as watch, server.client() as client:
         response = client.post(path, content=body, headers={"content-type": "application/json"})
     assert_small_refusal(response, status)
@@ -222,83 +173,31 @@ def strict_server(checkpoint_path) -> Iterator[RunningServer]:
     running.stop()
 
 
-def _connect(url: str) -> socket.socket:
-    host, port = url.removeprefix("http://").split(":")
-    return socket.create_connection((host, int(port)), timeout=10)
-
-
-def _read_until_closed(sock: socket.socket, limit_s: float) -> tuple[bytes, float]:
-    """Everything the server sends until it closes the connection, and when it did."""
-    started = time.perf_counter()
-    sock.settimeout(limit_s)
-    received = b""
-    try:
-        while chunk := sock.recv(65536):
-            received += chunk
-    except ConnectionResetError:
-        pass
-    return received, time.perf_counter() - started
-
-
 def test_a_50_mb_header_is_431_after_a_few_kb(strict_server):
-    with watched(strict_server.url) as watch, _connect(strict_server.url) as sock:
-        sock.sendall(b"GET /health/live HTTP/1.1\r\nHost: x\r\nX-Big: ")
-        sent, chunk = 0, b"a" * 65536
-        try:
-            while sent < 50_000_000:
-                sock.sendall(chunk)
-                sent += len(chunk)
-        except OSError:
-            pass  # the server hung up: expected, sooner or later
-        answer, _ = _read_until_closed(sock, 5)
+    with watched(strict_server.url) as watch, connect(strict_server.url) as sock:
+        send_huge_header(sock, 50_000_000)
+        answer, _ = read_until_closed(sock, 5)
     assert answer.startswith(b"HTTP/1.1 431 "), answer[:100]
     assert b"larger than the limit of 32,768 bytes" in answer
     assert_cheap(watch)
 
 
 def test_an_oversized_head_sent_at_once_gets_its_431(strict_server):
-    with _connect(strict_server.url) as sock:
+    with connect(strict_server.url) as sock:
         sock.sendall(b"GET /health/live HTTP/1.1\r\nHost: x\r\n" + b"X-A: b\r\n" * 5000 + b"\r\n")
-        answer, _ = _read_until_closed(sock, 5)
+        answer, _ = read_until_closed(sock, 5)
     assert answer.startswith(b"HTTP/1.1 431 "), answer[:100]
     # A head under the limit is served as usual.
     headers = {f"x-h{i}": "v" * 100 for i in range(200)}  # 22 KB
     assert httpx.get(f"{strict_server.url}/health/live", headers=headers).status_code == 200
 
 
-def _trickle(sock: socket.socket, data: bytes, every_s: float, stop_after_s: float) -> float:
-    """Send `data` a byte at a time until the server hangs up; when it did (or `stop_after_s`)."""
-    started = time.perf_counter()
-    for byte in data:
-        try:
-            sock.sendall(bytes([byte]))
-        except OSError:
-            break
-        time.sleep(every_s)
-        if time.perf_counter() - started > stop_after_s:
-            break
-    return time.perf_counter() - started
-
-
 def test_slowloris_clients_are_cut_off_in_bounded_time_while_others_are_served(strict_server):
-    # A byte every 0.2 s: no read ever waits long, so only a deadline on the whole head helps.
-    head = b"GET /health/live HTTP/1.1\r\nHost: x\r\n" + b"X-Slow: yes\r\n" * 100
-    results: list[tuple[bytes, float]] = []
+    def sample(client: httpx.Client) -> None:
+        assert client.post("/sample", params={"n": 1}).status_code == 200
 
-    def slowloris() -> None:
-        with _connect(strict_server.url) as sock:
-            _trickle(sock, head, 0.2, stop_after_s=10)
-            results.append(_read_until_closed(sock, 10))
-
-    attackers = [threading.Thread(target=slowloris) for _ in range(4)]
     with watched(strict_server.url) as watch:
-        for attacker in attackers:
-            attacker.start()
-        with strict_server.client() as client:
-            while any(attacker.is_alive() for attacker in attackers):
-                assert client.post("/sample", params={"n": 1}).status_code == 200
-        for attacker in attackers:
-            attacker.join()
+        results = slowloris(strict_server.url, 4, sample, every_s=0.2, stop_after_s=10).answers
     assert len(results) == 4
     for answer, _ in results:
         assert answer.startswith(b"HTTP/1.1 408 "), answer[:100]
@@ -310,27 +209,27 @@ def test_slowloris_clients_are_cut_off_in_bounded_time_while_others_are_served(s
 
 
 def test_a_connection_that_sends_nothing_is_closed(strict_server):
-    with _connect(strict_server.url) as sock:
-        answer, waited = _read_until_closed(sock, 10)
+    with connect(strict_server.url) as sock:
+        answer, waited = read_until_closed(sock, 10)
     assert answer == b"" and 0.9 < waited < 2, waited
 
 
 def test_an_idle_keep_alive_connection_is_closed(strict_server):
-    with _connect(strict_server.url) as sock:
+    with connect(strict_server.url) as sock:
         sock.sendall(b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n")
-        answer, waited = _read_until_closed(sock, 10)
+        answer, waited = read_until_closed(sock, 10)
     assert answer.startswith(b"HTTP/1.1 200 ") and answer.endswith(b'{"status":"alive"}')
     assert 0.9 < waited < 2, waited
 
 
 def test_a_slow_body_is_cut_off_in_bounded_time(strict_server):
-    with _connect(strict_server.url) as sock:
+    with connect(strict_server.url) as sock:
         sock.sendall(
             b"POST /decode HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\n"
             b"content-length: 1000\r\n\r\n"
         )
-        took = _trickle(sock, b'{"latents": [' + b"0," * 500, 0.2, stop_after_s=10)
-        answer, _ = _read_until_closed(sock, 5)
+        took = trickle(sock, b'{"latents": [' + b"0," * 500, 0.2, stop_after_s=10)
+        answer, _ = read_until_closed(sock, 5)
     assert answer == b""  # closed: the app saw a disconnect, no one is left to answer
     assert took < TIMEOUT_S + 1, took
     assert httpx.get(f"{strict_server.url}/health/live").status_code == 200
@@ -338,11 +237,11 @@ def test_a_slow_body_is_cut_off_in_bounded_time(strict_server):
 
 def assert_connection_limits(url: str, keep_alive_s: float, header_s: float) -> None:
     """The connection settings hold on the server at `url` (test_cli.py checks the CLI's)."""
-    with _connect(url) as idle, _connect(url) as slow:
+    with connect(url) as idle, connect(url) as slow:
         slow.sendall(b"GET /health/live HTTP/1.1\r\n")
-        answer, waited = _read_until_closed(slow, 10)
+        answer, waited = read_until_closed(slow, 10)
         assert answer.startswith(b"HTTP/1.1 408 ") and waited < header_s + 0.5, (answer, waited)
-        answer, waited = _read_until_closed(idle, 10)
+        answer, waited = read_until_closed(idle, 10)
         assert answer == b"" and waited < keep_alive_s + 0.5, waited
     assert httpx.get(f"{url}/health/live", headers={"x-big": "a" * 40_000}).status_code == 431
 

@@ -10,7 +10,11 @@ import sys
 
 import pytest
 
-from tests.checkpoint_variants import rewrite_checkpoint
+from tests.checkpoint_variants import (
+    negative_variance,
+    preprocessing_change,
+    rewrite_checkpoint,
+)
 from tests.processes import as_unprivileged_user, folder_anyone_can_enter, run_measured
 from tests.service.conftest import free_port
 
@@ -46,21 +50,15 @@ def test_a_checkpoint_the_service_user_cannot_read(checkpoint_path):
     _one_line(result, f"checkpoint {locked}: cannot be read (permission denied)")
 
 
-def _negative_variance(tensors):
-    name = "encoder.features.0.bn.running_var"
-    tensors[name] = -tensors[name].abs() - 1
-    return tensors
-
-
 @pytest.mark.parametrize(
     ("change", "problem"),
     [
         (
-            {"tensors": _negative_variance},
+            {"tensors": negative_variance},
             "negative batch-norm variances in encoder.features.0.bn.running_var",
         ),
         (
-            {"header": lambda h: h | {"preprocessing": h["preprocessing"] | {"image_size": 32}}},
+            {"header": preprocessing_change("image_size", 32)},
             "preprocessing produces 3x32px images but the model takes 3x64px",
         ),
     ],
