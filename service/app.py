@@ -238,8 +238,10 @@ async def respond(request: Request, runtime: Runtime, rendered: Rendered) -> Res
 # request bodies
 
 
+# Strict: true, false and "1.5" are not numbers (lax mode would read them as 1.0, 0.0 and 1.5).
+Number = Annotated[float, Field(strict=True)]
 # fail_fast: a list of a million bad numbers is one problem, found at the first, not a million.
-Numbers = Annotated[list[float], Field(fail_fast=True)]
+Numbers = Annotated[list[Number], Field(fail_fast=True)]
 
 
 class DecodeBody(BaseModel):
@@ -251,7 +253,7 @@ class DecodeBody(BaseModel):
 class EditBody(BaseModel):
     latent: Numbers
     attribute: Annotated[list[str], Field(fail_fast=True)] | str
-    strength: Numbers | float | None = Field(
+    strength: Numbers | Number | None = Field(
         None, description="default: each attribute's default_strength in GET /attributes"
     )
     strengths: Numbers | None = Field(
@@ -262,7 +264,7 @@ class EditBody(BaseModel):
 class InterpolateBody(BaseModel):
     latent_a: Numbers
     latent_b: Numbers
-    steps: int = 8
+    steps: Annotated[int, Field(strict=True)] = 8
 
 
 # --------------------------------------------------------------------------------------------

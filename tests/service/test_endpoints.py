@@ -197,3 +197,18 @@ def test_readme_client_example_runs_against_a_real_server(server, tmp_path, monk
     assert namespace["reconstruction"].size == (64, 64)
     assert namespace["encoding"].mu.shape == (2, 128)
     assert set(namespace["distances"]) == {"learned_distance", "pixel_mse"}
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/decode", {"latents": [[True] * 128]}),
+        ("/decode", {"latents": [["0.5"] * 128]}),
+        ("/attribute-edit", {"latent": [0.0] * 128, "attribute": "Smiling", "strength": True}),
+        ("/interpolate", {"latent_a": [0.0] * 128, "latent_b": [0.0] * 128, "steps": "4"}),
+    ],
+)
+def test_booleans_and_strings_are_not_numbers(http, path, body):
+    response = http.post(path, json=body)
+    assert response.status_code == 422, response.text
+    assert "valid" in response.json()["detail"]
