@@ -880,6 +880,8 @@ def plot_loss_curves(metrics_path: Path, out_path: Path) -> bool:
     steps = [r["step"] for r in records]
     panels = [
         ("losses (per image)", ["L_prior", "L_llike", "L_gan", "L_gen"], True),
+        # What the decoder follows: gamma * |dL_llike| against (1 - gamma) * |dL_gan|.
+        ("decoder gradient norms", ["grad_dec_llike", "grad_dec_gan"], True),
         ("discriminator", ["D_x", "D_G_z"], False),
         ("equilibrium skips", ["skip_rate_discriminator", "skip_rate_decoder"], False),
         ("throughput (images/s)", ["images_per_second"], False),
