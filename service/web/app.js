@@ -441,15 +441,25 @@ function buildSliders(attributes) {
     label.htmlFor = `attribute-${index}`;
     label.textContent = attribute.name.replaceAll("_", " ");
     const input = document.createElement("input");
+    // Marks at the attribute's default strength (the s that adds or removes it, chosen per
+    // attribute), with room past it to overdo the edit.
+    const usual = attribute.default_strength || 1;
+    const limit = Math.max(STRENGTH_LIMIT, Math.ceil(2 * usual));
     Object.assign(input, {
       type: "range",
       id: `attribute-${index}`,
-      min: -STRENGTH_LIMIT,
-      max: STRENGTH_LIMIT,
+      min: -limit,
+      max: limit,
       step: 0.1,
       value: 0,
     });
     input.dataset.attribute = attribute.name;
+    const marks = document.createElement("datalist");
+    marks.id = `attribute-${index}-marks`;
+    for (const value of [-usual, 0, usual]) {
+      marks.append(Object.assign(document.createElement("option"), { value }));
+    }
+    input.setAttribute("list", marks.id);
     const output = document.createElement("output");
     output.htmlFor = input.id;
     output.textContent = strengthText(0);
@@ -460,7 +470,7 @@ function buildSliders(attributes) {
       row.classList.toggle("moved", value !== 0);
       renderEdit();
     });
-    row.append(label, input, output);
+    row.append(label, input, marks, output);
     fieldset.append(row);
   });
 }

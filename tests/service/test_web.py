@@ -9,6 +9,7 @@ skip with that reason, unless VAEGAN_REQUIRE_BROWSER=1 (CI sets it), where a mis
 from __future__ import annotations
 
 import base64
+import dataclasses
 import io
 import os
 import re
@@ -89,7 +90,12 @@ def web_checkpoint(checkpoint_path: Path, tmp_path_factory: pytest.TempPathFacto
         step=1234,
         dataset={"kind": "celeba", "images": 80, "synthetic": {"count": 100, "seed": 3}},
         recipe={"objective": "vaegan", "command": "vaegan-train fit --preset small64 --steps 1234"},
-        attributes=checkpoint.attributes,
+        # Male has a default strength of its own (the others fall back to 1): its slider reaches
+        # further and marks it.
+        attributes={
+            name: dataclasses.replace(a, default_strength=2.5 if name == "Male" else None)
+            for name, a in checkpoint.attributes.items()
+        },
     )
 
 
@@ -319,6 +325,19 @@ def test_sliders_edit_the_face_live_combine_and_reset(page: Any, web_server: Run
     assert edited.get_attribute("src") == before
     for label in ("Smiling", "Eyeglasses", "Male"):
         expect(page.get_by_label(label)).to_have_value("0")
+
+
+def test_sliders_mark_each_attributes_default_strength(page: Any) -> None:
+    upload_face(page)
+    male, smiling = page.get_by_label("Male"), page.get_by_label("Smiling")
+    expect(male).to_have_attribute("max", "5")
+    expect(smiling).to_have_attribute("max", "3")
+    marks = page.locator(f"#{male.get_attribute('list')} option")
+    assert [marks.nth(i).get_attribute("value") for i in range(marks.count())] == [
+        "-2.5",
+        "0",
+        "2.5",
+    ]
 
 
 def test_samples_are_generated_and_one_becomes_the_face(
