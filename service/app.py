@@ -36,7 +36,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, Field, ValidationError
 from starlette.requests import ClientDisconnect
 
-from model.checkpoint import Checkpoint, load_checkpoint
+from model.checkpoint import Checkpoint, load_checkpoint, software_versions
 from model.codec import (
     CorruptImageError,
     EmptyImageError,
@@ -915,7 +915,8 @@ def create_app(settings: ServiceSettings, checkpoint: Checkpoint | None = None) 
     app = FastAPI(
         title="vaegan",
         summary="A VAE-GAN (Larsen et al. 2016): encode, decode, sample and edit faces.",
-        version="0.1.0",
+        # The installed package's, as checkpoints record it.
+        version=software_versions()["vaegan"],
         lifespan=lifespan,
         # Served by the `docs` router instead, so that they can require the API key.
         openapi_url=None,

@@ -1,6 +1,6 @@
 """One micro-batcher: concurrent requests' forward passes grouped into batches, off the event loop.
 
-Requests submit rows (images or latents) for one operation ("encode", "decode", "reconstruct",
+Requests submit rows (images or latents) for one `Operation` ("encode", "decode", "reconstruct",
 "features"). A single worker task takes the oldest waiting operation, gathers that operation's
 rows until the batch is full or `max_delay` has passed, and runs one forward pass on a dedicated
 model thread. While it runs, new requests queue up, so under load batches fill by themselves.
@@ -21,8 +21,9 @@ import torch
 from torch import Tensor
 
 from service.metrics import ServiceMetrics
+from service.predictor import Operation
 
-Runner = Callable[[str, Tensor], tuple[Tensor, ...]]
+Runner = Callable[[Operation, Tensor], tuple[Tensor, ...]]
 
 
 class QueueFullError(RuntimeError):
@@ -35,7 +36,7 @@ class BatcherClosedError(RuntimeError):
 
 @dataclass(eq=False)  # jobs are compared by identity, never by their tensors
 class _Job:
-    operation: str
+    operation: Operation
     rows: Tensor
     future: asyncio.Future[tuple[Tensor, ...]]
     sequence: int
@@ -62,7 +63,7 @@ class MicroBatcher:
         self.max_delay_s = max_delay_s
         self.max_queue = max_queue
         self.metrics = metrics
-        self._waiting: dict[str, deque[_Job]] = {}
+        self._waiting: dict[Operation, deque[_Job]] = {}
         self._queued_rows = 0
         self._expected = 0  # requests still decoding their uploads: rows on their way
         self._sequence = itertools.count()
@@ -114,10 +115,6 @@ class MicroBatcher:
 
     # -- submitting ------------------------------------------------------------------------------
 
-    @property
-    def queued_rows(self) -> int:
-        return self._queued_rows
-
     def check_capacity(self, rows: int) -> None:
         """Raise QueueFullError now if `rows` more would not fit: callers check before costly
         work such as decoding uploads, so a refusal under overload is fast."""
@@ -126,7 +123,7 @@ class MicroBatcher:
                 f"{self._queued_rows} images are already waiting (limit {self.max_queue})"
             )
 
-    async def submit(self, operation: str, rows: Tensor) -> tuple[Tensor, ...]:
+    async def submit(self, operation: Operation, rows: Tensor) -> tuple[Tensor, ...]:
         """Run `operation` on `rows` (N, ...) as part of shared batches; outputs keep row order."""
         if self._closed:
             raise BatcherClosedError("the service is shutting down")
@@ -162,11 +159,11 @@ class MicroBatcher:
 
     # -- the worker ------------------------------------------------------------------------------
 
-    def _oldest_operation(self) -> str | None:
+    def _oldest_operation(self) -> Operation | None:
         heads = [(jobs[0].sequence, op) for op, jobs in self._waiting.items() if jobs]
         return min(heads)[1] if heads else None
 
-    def _rows_waiting(self, operation: str) -> int:
+    def _rows_waiting(self, operation: Operation) -> int:
         return sum(job.size for job in self._waiting.get(operation, ()))
 
     async def _run(self) -> None:
@@ -195,7 +192,7 @@ class MicroBatcher:
             if batch:
                 await self._execute(operation, batch)
 
-    def _take(self, operation: str) -> list[_Job]:
+    def _take(self, operation: Operation) -> list[_Job]:
         waiting = self._waiting[operation]
         batch: list[_Job] = []
         rows = 0
@@ -209,7 +206,7 @@ class MicroBatcher:
         self.metrics.queue_depth.set(self._queued_rows)
         return batch
 
-    async def _execute(self, operation: str, batch: list[_Job]) -> None:
+    async def _execute(self, operation: Operation, batch: list[_Job]) -> None:
         started = time.perf_counter()
         for job in batch:
             self.metrics.queue_wait.labels(operation).observe(started - job.enqueued)

@@ -5,13 +5,16 @@ Everything here runs on the micro-batcher's model thread; nothing touches the ev
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 import torch
 from torch import Tensor
 
-from model.checkpoint import Checkpoint, load_checkpoint
-from model.device import select_device
+from model.checkpoint import Checkpoint
 
-OPERATIONS = ("encode", "decode", "reconstruct", "features")
+# What one batched forward can do; the micro-batcher groups requests by it.
+Operation = Literal["encode", "decode", "reconstruct", "features"]
+OPERATIONS: tuple[Operation, ...] = get_args(Operation)
 
 
 class Predictor:
@@ -29,10 +32,6 @@ class Predictor:
             for name, attribute in checkpoint.attributes.items()
         }
 
-    @classmethod
-    def load(cls, path: str, device: str = "auto", *, half: bool = False) -> Predictor:
-        return cls(load_checkpoint(path), select_device(device), half=half)
-
     @property
     def latent_dim(self) -> int:
         return self.config.latent_dim
@@ -43,7 +42,7 @@ class Predictor:
         return (self.config.channels, size, size)
 
     @torch.inference_mode()
-    def run(self, operation: str, inputs: Tensor) -> tuple[Tensor, ...]:
+    def run(self, operation: Operation, inputs: Tensor) -> tuple[Tensor, ...]:
         """One batched forward; outputs are float32 on the CPU, one row per input row."""
         x = inputs.to(self.device, self.dtype, non_blocking=True)
         if x.ndim == 4:

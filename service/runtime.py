@@ -27,7 +27,7 @@ from model.codec import (
 )
 from service.batching import MicroBatcher
 from service.metrics import ServiceMetrics
-from service.predictor import Predictor
+from service.predictor import Operation, Predictor
 from service.settings import ServiceSettings
 from service.uploads import (
     CLIENT_GONE_STATUS,
@@ -141,14 +141,14 @@ class Runtime:
                 release_free_memory()
 
     async def _decoded_then(
-        self, operation: str, uploads: Sequence[bytes]
+        self, operation: Operation, uploads: Sequence[bytes]
     ) -> tuple[Tensor, tuple[Tensor, ...]]:
         """Decode `uploads` and run `operation` on them, within one request timeout."""
         async with asyncio.timeout(self.settings.request_timeout_s):
             images = await self.load_images(uploads)
             return images, await self.batcher.submit(operation, images)
 
-    async def forward(self, operation: str, rows: Tensor) -> tuple[Tensor, ...]:
+    async def forward(self, operation: Operation, rows: Tensor) -> tuple[Tensor, ...]:
         return await asyncio.wait_for(
             self.batcher.submit(operation, rows), self.settings.request_timeout_s
         )
