@@ -26,25 +26,16 @@ from model.codec import (
     read_header,
 )
 from service.batching import MicroBatcher
+from service.errors import NotFoundError, NotSupportedError, RequestError, TooLargeError
 from service.metrics import ServiceMetrics
 from service.predictor import Operation, Predictor
 from service.settings import ServiceSettings
 from service.uploads import (
-    CLIENT_GONE_STATUS,
     TRIM_AFTER_PIXELS,
-    ClientGoneError,
     decode_all,
     release_free_memory,
     unless_client_gone,
 )
-
-
-class RequestError(ValueError):
-    """Input the service refuses; `status` is the HTTP status to answer with."""
-
-    def __init__(self, message: str, status: int = 422) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 @dataclass
@@ -100,34 +91,30 @@ class Runtime:
         return await asyncio.get_running_loop().run_in_executor(self.pool, function, *args)
 
     async def load_images(self, uploads: Sequence[bytes]) -> Tensor:
-        """Uploaded files to a (N, C, S, S) batch; the codec's refusals propagate as ImageError."""
+        """Uploaded files to a (N, C, S, S) batch; the codec's refusals propagate as ImageError,
+        a client that leaves meanwhile as ClientGoneError."""
         if not uploads:
-            raise RequestError("no image was sent", 422)
+            raise RequestError("no image was sent")
         if len(uploads) > self.settings.max_images_per_request:
-            raise RequestError(
+            raise TooLargeError(
                 f"{len(uploads)} images sent; the limit is "
-                f"{self.settings.max_images_per_request} per request",
-                413,
+                f"{self.settings.max_images_per_request} per request"
             )
         # Refuse before decoding when the queue is already full: decoding is most of the cost.
         self.batcher.check_capacity(len(uploads))
-        try:
-            # Every header is read and the request's pixels counted before any pixel is decoded.
-            headers = await unless_client_gone(self._in_pool(self._read_headers, uploads))
-            pixels = sum(header.pixels for header in headers)
-            budget = self.settings.max_request_pixels
-            if pixels > budget:
-                raise RequestError(
-                    f"the images sent hold {pixels:,} pixels together; the limit is {budget:,} "
-                    "pixels per request",
-                    413,
-                )
-            with self.batcher.expecting():
-                tensors = await decode_all(
-                    self.pool, self._decode, uploads, headers, self.limits.max_pixels
-                )
-        except ClientGoneError as exc:
-            raise RequestError(str(exc), CLIENT_GONE_STATUS) from None
+        # Every header is read and the request's pixels counted before any pixel is decoded.
+        headers = await unless_client_gone(self._in_pool(self._read_headers, uploads))
+        pixels = sum(header.pixels for header in headers)
+        budget = self.settings.max_request_pixels
+        if pixels > budget:
+            raise TooLargeError(
+                f"the images sent hold {pixels:,} pixels together; the limit is {budget:,} "
+                "pixels per request"
+            )
+        with self.batcher.expecting():
+            tensors = await decode_all(
+                self.pool, self._decode, uploads, headers, self.limits.max_pixels
+            )
         return torch.stack(tensors)
 
     def _read_headers(self, uploads: Sequence[bytes]) -> list[ImageHeader]:
@@ -158,8 +145,8 @@ class Runtime:
         if not values:
             raise RequestError("'latents' is empty; send at least one latent vector")
         if len(values) > self.settings.max_samples:
-            raise RequestError(
-                f"{len(values)} latents sent; the limit is {self.settings.max_samples}", 413
+            raise TooLargeError(
+                f"{len(values)} latents sent; the limit is {self.settings.max_samples}"
             )
         for index, row in enumerate(values):
             if len(row) != dim:
@@ -182,7 +169,7 @@ class Runtime:
         """sum_i strength_i * vector(name_i); unknown names are a 422 listing the known ones."""
         known = self.predictor.attributes
         if not known:
-            raise RequestError("this model has no attribute vectors", 404)
+            raise NotFoundError("this model has no attribute vectors")
         unknown = [name for name in names if name not in known]
         if unknown:
             raise RequestError(
@@ -327,7 +314,7 @@ class Runtime:
     async def similarity(self, upload_a: bytes, upload_b: bytes) -> dict[str, float]:
         refusal = self.similarity_refusal
         if refusal is not None:
-            raise RequestError(refusal, 409)
+            raise NotSupportedError(refusal)
         images, (features,) = await self._decoded_then("features", [upload_a, upload_b])
         return {
             "learned_distance": float((features[0] - features[1]).pow(2).mean()),

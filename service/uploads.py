@@ -12,24 +12,21 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import functools
-from collections.abc import Awaitable, Callable, Iterator, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from concurrent.futures import Executor
 from contextvars import ContextVar
 from typing import Any, TypeVar
 
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
 from model.codec import ImageHeader
 
 T = TypeVar("T")
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-
-# nginx's "client closed request": logged and counted, never seen by the client.
-CLIENT_GONE_STATUS = 499
 
 
 class ClientGoneError(Exception):
-    """The client closed the connection before its answer was ready."""
+    """The client closed the connection before its answer was ready (logged as a 499: see
+    service/errors.py)."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -74,10 +71,10 @@ _connection: ContextVar[_Connection | None] = ContextVar("vaegan_connection", de
 class DisconnectMiddleware:
     """Pure ASGI: lets the work done for a request find out that its client has gone."""
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
-    async def __call__(self, scope: MutableMapping[str, Any], receive: Receive, send: Send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
