@@ -8,9 +8,9 @@ Layout:
   step and recipe, attribute names with the example counts behind each vector, evaluation
   figures.
 
-Nothing is ever unpickled: safetensors holds raw tensors and JSON only. Writes go to a temporary
-file that is fsynced and renamed over the target, so a reader sees the old file or the new one,
-never half of one.
+The file's framing, JSON metadata and weight checks are `model.safetensors_file`'s, shared with
+the attribute judges; writes are `model.atomic`'s, so a reader sees the old file or the new one,
+never half of one. This module holds the checkpoint's schema and rules.
 """
 
 from __future__ import annotations
@@ -20,16 +20,13 @@ import hashlib
 import json
 import math
 import os
-import re
 import reprlib
-import struct
-import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata as importlib_metadata
 from pathlib import Path
-from typing import Any, BinaryIO, NamedTuple, TypeVar
+from typing import Any
 
 import torch
 from safetensors import SafetensorError
@@ -37,16 +34,29 @@ from safetensors.torch import load as safetensors_load
 from safetensors.torch import save as safetensors_save
 from torch import Tensor, nn
 
+# Re-exported (the "as" form) for training/trainer.py, which still imports them from here; new
+# code imports them from model.atomic.
+from model.atomic import atomic_write_bytes as atomic_write_bytes
+from model.atomic import remove_stale_temporaries as remove_stale_temporaries
 from model.codec import Preprocessing
-from model.config import OBJECTIVES, ConfigError, VAEGANConfig, discriminator_for, is_whole_number
-from model.files import (
-    FileRefusedError,
-    JSONLimitError,
-    open_regular_file,
-    read_exactly,
-    strict_json_loads,
-)
+from model.config import OBJECTIVES, ConfigError, VAEGANConfig, discriminator_for
 from model.networks import VAEGAN
+from model.safetensors_file import (
+    SafetensorsFileError,
+    SafetensorsHeader,
+    TensorLayout,
+    WeightSpec,
+    dtype_name,
+    first_items,
+    json_entry,
+    layout_of,
+    layout_problem,
+    module_layout,
+    read_safetensors_file,
+    read_safetensors_header,
+    versioned_json_metadata,
+    weights_problem,
+)
 
 FORMAT_NAME = "vaegan-checkpoint"
 FORMAT_VERSION = 1
@@ -58,53 +68,12 @@ NETWORK_PREFIXES = ("encoder.", "decoder.", "discriminator.")
 PARAMETER_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 # CelebA labels 40 attributes; a header listing more than this is not describing a model.
 MAX_ATTRIBUTES = 1000
-# A safetensors header is JSON describing tensors; even huge models stay far below this.
-_MAX_HEADER_BYTES = 64 * 1024 * 1024
-# The tensor types the safetensors format names, as torch dtypes. Names outside this table
-# (unsigned, 8-bit floats) never appear in a vaegan file.
-_SAFETENSORS_DTYPES = {
-    "BOOL": torch.bool,
-    "U8": torch.uint8,
-    "I8": torch.int8,
-    "I16": torch.int16,
-    "I32": torch.int32,
-    "I64": torch.int64,
-    "F16": torch.float16,
-    "BF16": torch.bfloat16,
-    "F32": torch.float32,
-    "F64": torch.float64,
-}
 
 
-class CheckpointError(ValueError):
+class CheckpointError(SafetensorsFileError):
     """A checkpoint that cannot be read, with the file and the problem in the message."""
 
-    kind = "checkpoint"  # what the file was meant to be, for the message
-
-    def __init__(self, path: str | os.PathLike[str], problem: str) -> None:
-        self.path = Path(path)
-        self.problem = problem
-        super().__init__(f"{self.kind} {self.path}: {problem}")
-
-
-class TensorLayout(NamedTuple):
-    """What a safetensors header declares about one tensor, before any of its data is read."""
-
-    shape: tuple[int, ...]
-    dtype: torch.dtype
-
-
-class WeightSpec(NamedTuple):
-    """What a network expects of one state-dict entry."""
-
-    shape: tuple[int, ...]
-    dtypes: tuple[torch.dtype, ...]  # any of these
-
-
-class SafetensorsHeader(NamedTuple):
-    raw: dict[str, Any]  # the JSON header as read, "__metadata__" included
-    tensors: dict[str, TensorLayout]
-    data_start: int  # offset of the tensor data in the file
+    kind = "checkpoint"
 
 
 @dataclass(frozen=True)
@@ -301,77 +270,12 @@ def checkpoint_problem(header: CheckpointHeader, layout: Mapping[str, TensorLayo
         if vector.shape != (config.latent_dim,):
             return f"attribute {name!r} has shape {vector.shape}, expected ({config.latent_dim},)"
         if vector.dtype != torch.float32:
-            return f"attribute {name!r} is stored as {_dtype_name(vector.dtype)}, not float32"
+            return f"attribute {name!r} is stored as {dtype_name(vector.dtype)}, not float32"
     listed = {ATTRIBUTE_PREFIX + name for name in header.attributes}
     unexpected = sorted(set(layout) - set(network) - listed)
     if unexpected:
-        return f"unexpected tensors: {_first(unexpected)}"
+        return f"unexpected tensors: {first_items(unexpected)}"
     return None
-
-
-def weights_problem(tensors: Mapping[str, Tensor]) -> str | None:
-    """The first value no trained network can have, else None.
-
-    A NaN weight or a negative batch-norm variance (whose square root is NaN) loads without
-    complaint and then turns every output into NaN.
-    """
-    not_finite = [
-        name
-        for name, tensor in tensors.items()
-        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())
-    ]
-    if not_finite:
-        return f"NaN or infinite values in {_first(not_finite)}"
-    negative = [
-        name
-        for name, tensor in tensors.items()
-        if name.endswith("running_var") and bool((tensor < 0).any())
-    ]
-    if negative:
-        return f"negative batch-norm variances in {_first(negative)}"
-    return None
-
-
-def layout_problem(
-    expected: Mapping[str, WeightSpec], found: Mapping[str, TensorLayout]
-) -> str | None:
-    """How the tensors `found` differ from the state dict a network `expected`, else None."""
-    missing = sorted(set(expected) - set(found))
-    if missing:
-        return f"missing weights: {_first(missing)}"
-    unexpected = sorted(set(found) - set(expected))
-    if unexpected:
-        return f"weights this model does not have: {_first(unexpected)}"
-    wrong_shape = [
-        f"{name} {found[name].shape} (expected {spec.shape})"
-        for name, spec in expected.items()
-        if found[name].shape != spec.shape
-    ]
-    if wrong_shape:
-        return f"weights with the wrong shape: {_first(wrong_shape)}"
-    wrong_type = [
-        f"{name} {_dtype_name(found[name].dtype)} "
-        f"(expected {' or '.join(map(_dtype_name, spec.dtypes))})"
-        for name, spec in expected.items()
-        if found[name].dtype not in spec.dtypes
-    ]
-    if wrong_type:
-        return f"weights of the wrong type: {_first(wrong_type)}"
-    return None
-
-
-def module_layout(
-    module: nn.Module, parameter_dtypes: tuple[torch.dtype, ...] | None = None
-) -> dict[str, WeightSpec]:
-    """What `module.state_dict()` holds; parameters may come in any of `parameter_dtypes`."""
-    parameters = {name for name, _ in module.named_parameters()}
-    return {
-        name: WeightSpec(
-            tuple(tensor.shape),
-            parameter_dtypes if parameter_dtypes and name in parameters else (tensor.dtype,),
-        )
-        for name, tensor in module.state_dict().items()
-    }
 
 
 @functools.lru_cache(maxsize=8)
@@ -383,14 +287,6 @@ def network_layout(config: VAEGANConfig) -> dict[str, WeightSpec]:
     return module_layout(skeleton, PARAMETER_DTYPES)
 
 
-def layout_of(tensors: Mapping[str, Tensor]) -> dict[str, TensorLayout]:
-    return {name: TensorLayout(tuple(t.shape), t.dtype) for name, t in tensors.items()}
-
-
-def _dtype_name(dtype: torch.dtype) -> str:
-    return str(dtype).removeprefix("torch.")
-
-
 def unwrap_model(model: nn.Module) -> nn.Module:
     """The plain module inside DistributedDataParallel / DataParallel / torch.compile wrappers."""
     while True:
@@ -398,87 +294,6 @@ def unwrap_model(model: nn.Module) -> nn.Module:
         if not isinstance(inner, nn.Module):
             return model
         model = inner
-
-
-# atomic_write_bytes writes `.<target name>.<random>.tmp` next to the target (mkstemp's random
-# part has no dot), so a temporary names the file it was going to become.
-_TEMPORARY_SUFFIX = ".tmp"
-_TEMPORARY_NAME = re.compile(r"^\.(?P<target>.+)\.[^.]+\.tmp$")
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` so that readers see either the old file or the complete new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp_name = tempfile.mkstemp(
-        dir=path.parent, prefix=f".{path.name}.", suffix=_TEMPORARY_SUFFIX
-    )
-    try:
-        # mkstemp creates owner-only files; give the file the mode a plain open() would, so a
-        # service running as another user can read a mounted checkpoint.
-        os.fchmod(fd, 0o666 & ~_current_umask())
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        Path(temp_name).replace(path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
-    _fsync_directory(path.parent)
-
-
-def temporary_target(name: str) -> str | None:
-    """The file name an `atomic_write_bytes` temporary called `name` was to become, else None."""
-    match = _TEMPORARY_NAME.match(name)
-    return match["target"] if match else None
-
-
-def remove_stale_temporaries(directory: Path, owned: Callable[[str], bool]) -> list[Path]:
-    """Delete the temporaries in `directory` of the files for which `owned(target name)` holds.
-
-    A writer killed with SIGKILL (or by a power cut) between creating its temporary and renaming
-    it leaves the temporary behind; nothing else ever removes it. Call this only for files that
-    no other process may be writing right now, such as a run folder's own files at start-up.
-    """
-    removed: list[Path] = []
-    try:
-        entries = list(os.scandir(directory))
-    except FileNotFoundError:
-        return removed
-    for entry in entries:
-        target = temporary_target(entry.name)
-        if target is not None and owned(target) and entry.is_file(follow_symlinks=False):
-            Path(entry.path).unlink(missing_ok=True)
-            removed.append(Path(entry.path))
-    return removed
-
-
-def _current_umask() -> int:
-    # Linux reports it without changing it; os.umask() can only be read by setting it, which
-    # briefly affects every thread of the process.
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def _fsync_directory(directory: Path) -> None:
-    # Makes the rename itself durable; not every platform can open a directory.
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def software_versions() -> dict[str, str]:
@@ -500,12 +315,7 @@ def read_checkpoint_header(path: str | os.PathLike[str]) -> CheckpointHeader:
     for its weights' values.
     """
     source = Path(path)
-    try:
-        with open_regular_file(source) as (handle, size):
-            framing = _read_safetensors_header(source, handle, size)
-    except FileRefusedError as exc:
-        raise CheckpointError(source, exc.problem) from None
-    return _accept_header(source, framing)
+    return _accept_header(source, read_safetensors_header(source, CheckpointError))
 
 
 def load_checkpoint(
@@ -517,7 +327,9 @@ def load_checkpoint(
     network is built, so a refusal costs milliseconds whatever the file claims.
     """
     source = Path(path)
-    header, data = read_safetensors_file(source, lambda framing: _accept_header(source, framing))
+    header, data = read_safetensors_file(
+        source, lambda framing: _accept_header(source, framing), CheckpointError
+    )
     try:
         tensors = safetensors_load(data)
     except (SafetensorError, ValueError, RuntimeError) as exc:
@@ -556,170 +368,6 @@ def _accept_header(path: Path, framing: SafetensorsHeader) -> CheckpointHeader:
     if problem is not None:
         raise CheckpointError(path, problem)
     return header
-
-
-_Accepted = TypeVar("_Accepted")
-
-
-def read_safetensors_file(
-    path: Path, accept: Callable[[SafetensorsHeader], _Accepted]
-) -> tuple[_Accepted, bytes]:
-    """`accept(header)` and the whole file, read only once `accept` has not refused the header.
-
-    Shared by every vaegan file kind: a FIFO, a device or a file the user may not read is a
-    CheckpointError like any other unusable file, and so is a file that changes while it is read.
-    """
-    try:
-        with open_regular_file(path) as (handle, size):
-            accepted = accept(_read_safetensors_header(path, handle, size))
-            handle.seek(0)
-            data = read_exactly(path, handle, size)
-    except FileRefusedError as exc:
-        raise CheckpointError(path, exc.problem) from None
-    return accepted, data
-
-
-def _read_safetensors_header(path: Path, handle: BinaryIO, size: int) -> SafetensorsHeader:
-    prefix = handle.read(8)
-    if len(prefix) == 8:
-        (length,) = struct.unpack("<Q", prefix)
-        # A length beyond the limit or the file is refused from the 8 bytes alone.
-        prefix += handle.read(max(0, min(length, _MAX_HEADER_BYTES, size - 8)))
-    return parse_safetensors_header(path, prefix, size)
-
-
-def parse_safetensors_header(path: Path, data: bytes, size: int) -> SafetensorsHeader:
-    """Validate the safetensors framing of a `size`-byte file from `data`, its first bytes
-    (at least the header): every tensor's type and shape, and that the tensors exactly fill
-    the rest of the file."""
-    if size < 8:
-        raise CheckpointError(path, f"only {size} bytes: truncated, or not a checkpoint at all")
-    (header_length,) = struct.unpack("<Q", data[:8])
-    if header_length > _MAX_HEADER_BYTES or 8 + header_length > size:
-        raise CheckpointError(
-            path,
-            _foreign_format(data)
-            or "not a safetensors file, or truncated inside its header "
-            f"(its header length field says {header_length:,} bytes; the file has {size:,})",
-        )
-    try:
-        raw = strict_json_loads(data[8 : 8 + header_length])
-    except JSONLimitError as exc:
-        raise CheckpointError(path, f"its safetensors header {exc}") from None
-    except ValueError:  # JSONDecodeError and UnicodeDecodeError
-        raise CheckpointError(
-            path, _foreign_format(data) or "not a safetensors file (its header is not JSON)"
-        ) from None
-    if not isinstance(raw, dict):
-        raise CheckpointError(path, "not a safetensors file (its header is not a JSON object)")
-    data_start = 8 + header_length
-    tensors: dict[str, TensorLayout] = {}
-    spans: list[tuple[int, int]] = []
-    for name, info in raw.items():
-        if name == "__metadata__":
-            continue
-        layout, span = _tensor_entry(path, name, info)
-        tensors[name] = layout
-        spans.append(span)
-    spans.sort()
-    position = 0
-    for begin, end in spans:
-        if begin != position:
-            raise CheckpointError(path, "the tensors overlap or leave gaps in the data")
-        position = end
-    data_end = data_start + position
-    if data_end > size:
-        raise CheckpointError(
-            path, f"truncated: the header describes {data_end:,} bytes but the file has {size:,}"
-        )
-    if data_end < size:
-        raise CheckpointError(path, f"{size - data_end:,} unexpected bytes after the tensor data")
-    return SafetensorsHeader(raw, tensors, data_start)
-
-
-def _tensor_entry(path: Path, name: str, info: Any) -> tuple[TensorLayout, tuple[int, int]]:
-    """One tensor's declared type and shape, and the bytes it occupies (checked to match)."""
-    if not isinstance(info, dict):
-        raise CheckpointError(path, f"tensor {name!r} has a malformed entry in the header")
-    dtype_name = info.get("dtype")
-    dtype = _SAFETENSORS_DTYPES.get(dtype_name) if isinstance(dtype_name, str) else None
-    if dtype is None:
-        raise CheckpointError(
-            path,
-            f"tensor {name!r} has a type safetensors does not define: {reprlib.repr(dtype_name)}",
-        )
-    shape, offsets = info.get("shape"), info.get("data_offsets")
-    if (
-        not isinstance(shape, list)
-        or not all(is_whole_number(d) and d >= 0 for d in shape)
-        or not isinstance(offsets, list)
-        or len(offsets) != 2
-        or not all(is_whole_number(o) for o in offsets)
-        or not 0 <= offsets[0] <= offsets[1]
-    ):
-        raise CheckpointError(path, f"tensor {name!r} has a malformed entry in the header")
-    needed = math.prod(shape) * dtype.itemsize
-    if offsets[1] - offsets[0] != needed:
-        raise CheckpointError(
-            path,
-            f"tensor {name!r} is declared as {_dtype_name(dtype)} {tuple(shape)} "
-            f"({needed:,} bytes) but given {offsets[1] - offsets[0]:,} bytes",
-        )
-    return TensorLayout(tuple(shape), dtype), (offsets[0], offsets[1])
-
-
-def _foreign_format(data: bytes) -> str | None:
-    """Name the format of a file that failed to parse as safetensors, where we can tell."""
-    if data[:2] == b"PK" or data[:1] == b"\x80":
-        return (
-            "this is a PyTorch pickle (torch.save) file, not a safetensors checkpoint; vaegan "
-            "never unpickles checkpoints because unpickling can run arbitrary code"
-        )
-    return None
-
-
-def versioned_json_metadata(
-    path: Path, text: Any, *, label: str, supported: int, error: type[CheckpointError]
-) -> dict[str, Any]:
-    """The JSON object stored as safetensors metadata, with a format_version this code reads.
-
-    Shared by every vaegan safetensors file kind (checkpoints, attribute judges); `error` names
-    the kind in its messages.
-    """
-    if not isinstance(text, str):
-        raise error(path, f"the {label} metadata is not valid JSON")
-    try:
-        info = strict_json_loads(text)
-    except JSONLimitError as exc:
-        raise error(path, f"the {label} metadata {exc}") from None
-    except ValueError:
-        raise error(path, f"the {label} metadata is not valid JSON") from None
-    if not isinstance(info, dict):
-        raise error(path, f"the {label} metadata is not a JSON object")
-    version = info.get("format_version")
-    if not is_whole_number(version) or version < 1:
-        raise error(path, f"invalid format_version {reprlib.repr(version)}")
-    if version > supported:
-        raise error(
-            path,
-            f"written by a newer vaegan ({error.kind} format {version}; this version reads up to "
-            f"{supported}); upgrade vaegan to load it",
-        )
-    return info
-
-
-_Value = TypeVar("_Value")
-_KIND_NAMES = {dict: "a JSON object", list: "a list", str: "a string", int: "a whole number"}
-
-
-def json_entry(info: dict[str, Any], key: str, kind: type[_Value], default: Any = None) -> _Value:
-    """`info[key]` if it has type `kind` (a missing key gives `default` when there is one)."""
-    value = info[key] if default is None else info.get(key, default)
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise ValueError(
-            f"{key} must be {_KIND_NAMES.get(kind, kind.__name__)}, got {reprlib.repr(value)}"
-        )
-    return value
 
 
 def _parse_vaegan_header(path: Path, raw: dict[str, Any]) -> CheckpointHeader:
@@ -781,16 +429,3 @@ def _parse_attribute_list(entries: list[Any]) -> dict[str, dict[str, Any]]:
                 raise ValueError(f"default_strength must be a number, got {reprlib.repr(strength)}")
             attributes[name]["default_strength"] = float(strength)
     return attributes
-
-
-def load_verified_weights(path: Path, model: nn.Module, weights: dict[str, Tensor]) -> None:
-    """Load `weights` into `model` if they are exactly its state dict with usable values."""
-    problem = layout_problem(module_layout(model), layout_of(weights)) or weights_problem(weights)
-    if problem is not None:
-        raise CheckpointError(path, problem)
-    model.load_state_dict(weights, strict=True)
-
-
-def _first(items: list[str], limit: int = 5) -> str:
-    shown = ", ".join(items[:limit])
-    return shown if len(items) <= limit else f"{shown} and {len(items) - limit} more"

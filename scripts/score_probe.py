@@ -19,7 +19,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from model.checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint  # noqa: E402
+from model.atomic import atomic_write_bytes  # noqa: E402
+from model.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from training.attributes import compute_attribute_vectors  # noqa: E402
 from training.data import CelebADataset  # noqa: E402
 from training.trainer import METRICS_FILE, STATE_FILE, load_training_state  # noqa: E402

@@ -22,7 +22,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from model.checkpoint import atomic_write_bytes  # noqa: E402
+from model.atomic import atomic_write_bytes  # noqa: E402
 from training.trainer import METRICS_FILE, read_metrics  # noqa: E402
 
 COLUMNS = (

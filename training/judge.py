@@ -13,8 +13,8 @@ does: through `model.codec` preprocessing, in [-1, 1].
 File format (`save_judge` / `load_judge`): one `.safetensors` file holding the network's state
 dict and, as metadata, `format` = "vaegan-judge" and `vaegan_judge` = a JSON header (format
 version, attribute names, preprocessing, architecture, per-attribute test accuracy, data and
-training description). It is framed, validated and written with `model.checkpoint`'s machinery,
-so it is never unpickled and is written atomically.
+training description). It is framed and validated by `model.safetensors_file`, as checkpoints
+are, so it is never unpickled, and written by `model.atomic`, so it is written atomically.
 """
 
 from __future__ import annotations
@@ -40,22 +40,19 @@ from safetensors.torch import load as safetensors_load
 from safetensors.torch import save as safetensors_save
 from torch import Tensor, nn
 
-from model.checkpoint import (
-    FORMAT_NAME as CHECKPOINT_FORMAT_NAME,
-)
-from model.checkpoint import (
-    CheckpointError,
+from model.atomic import atomic_write_bytes
+from model.checkpoint import FORMAT_NAME as CHECKPOINT_FORMAT_NAME
+from model.checkpoint import CheckpointError, software_versions
+from model.codec import Preprocessing
+from model.config import MAX_KERNEL_SIZE, MAX_WIDTH, is_whole_number
+from model.safetensors_file import (
     SafetensorsHeader,
-    atomic_write_bytes,
     layout_problem,
     load_verified_weights,
     module_layout,
     read_safetensors_file,
-    software_versions,
     versioned_json_metadata,
 )
-from model.codec import Preprocessing
-from model.config import MAX_KERNEL_SIZE, MAX_WIDTH, is_whole_number
 from training.data import CelebADataset
 from training.evaluate import inference_loader, progress_bar
 
@@ -478,15 +475,13 @@ def load_judge(path: str | os.PathLike[str], *, device: str | torch.device = "cp
             raise JudgeError(source, problem)
         return header
 
+    header, data = read_safetensors_file(source, accept, JudgeError)
     try:
-        header, data = read_safetensors_file(source, accept)
         tensors = safetensors_load(data)
-        network = _network_for(header)
-        load_verified_weights(source, network, tensors)
-    except CheckpointError as exc:
-        raise JudgeError(source, exc.problem) from None
     except (SafetensorError, ValueError, RuntimeError) as exc:
         raise JudgeError(source, f"the tensor data cannot be read ({exc})") from None
+    network = _network_for(header)
+    load_verified_weights(source, network, tensors, JudgeError)
     return Judge(network.to(device).eval(), header, source)
 
 

@@ -19,7 +19,8 @@ from typing import Any
 
 from torch import Tensor
 
-from model.checkpoint import Checkpoint, atomic_write_bytes
+from model.atomic import atomic_write_bytes
+from model.checkpoint import Checkpoint
 from model.codec import ImageError, Preprocessing, encode_png, make_grid
 from model.device import select_device
 from model.files import FileRefusedError

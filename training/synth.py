@@ -39,7 +39,7 @@ import numpy.typing as npt
 from PIL import Image, ImageDraw, ImageFilter
 from tqdm import tqdm
 
-from model.checkpoint import atomic_write_bytes
+from model.atomic import atomic_write_bytes
 from training.data import (
     CELEBA_ATTRIBUTE_FILE,
     CELEBA_IMAGE_DIR,

@@ -27,7 +27,8 @@ import torch
 from PIL import Image
 from safetensors import safe_open
 
-from model.checkpoint import load_checkpoint, remove_stale_temporaries, temporary_target
+from model.atomic import remove_stale_temporaries, temporary_target
+from model.checkpoint import load_checkpoint
 from training.trainer import STATE_FILE, STATE_FORMAT, load_training_state, read_metrics
 
 FIT = [
@@ -329,7 +330,7 @@ def test_a_killed_writer_leaves_a_temporary_that_names_its_target(tmp_path: Path
         f"""
         import os, signal
         from pathlib import Path
-        from model.checkpoint import atomic_write_bytes
+        from model.atomic import atomic_write_bytes
         os.fsync = lambda fd: os.kill(os.getpid(), signal.SIGKILL)  # die after the data
         atomic_write_bytes(Path({str(target)!r}), b"the new file")
         """
