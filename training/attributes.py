@@ -27,7 +27,7 @@ from torch import Tensor
 from model.checkpoint import AttributeVector, CheckpointError, load_checkpoint, save_checkpoint
 from model.networks import VAEGAN
 from training.data import CelebADataset, ImageFolderDataset
-from training.evaluate import evaluation_mode, inference_loader, progress_bar
+from training.evaluate import InferenceOptions, ReadableBatches, evaluation_mode
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,8 @@ def compute_attribute_vectors(
         raise ValueError(f"min_examples must be at least 1, got {min_examples}")
     if direction not in DIRECTIONS:
         raise ValueError(f"direction must be one of {', '.join(DIRECTIONS)}, got {direction!r}")
-    loader = inference_loader(dataset, count=count, batch_size=batch_size, num_workers=num_workers)
+    options = InferenceOptions(count, batch_size, device, num_workers, progress)
+    batches = ReadableBatches(dataset, options, "attribute vectors")
     latent_dim = model.config.latent_dim
     model.to(device)
     # Per attribute (rows): the sum of mu over images with the label +1 (or -1), and how many.
@@ -89,16 +90,8 @@ def compute_attribute_vectors(
     # The normal equations of mu ~ [1, labels] @ W, accumulated batch by batch.
     gram = torch.zeros(len(names) + 1, len(names) + 1, dtype=torch.float64, device=device)
     cross = torch.zeros(len(names) + 1, latent_dim, dtype=torch.float64, device=device)
-    images = damaged = 0
-    with (
-        evaluation_mode(model),
-        progress_bar(min(count, len(dataset)), "attribute vectors", enabled=progress) as bar,
-    ):
-        for batch in loader:
-            damaged += batch.skipped
-            bar.update(len(batch.images) + batch.skipped)
-            if batch.images.numel() == 0:
-                continue
+    with evaluation_mode(model):
+        for batch in batches:
             mu = model.encode(batch.images.to(device)).mu.double()  # (B, latent_dim)
             labels = batch.labels.to(device)  # (B, A) in {-1, +1}
             for sign in (1, -1):
@@ -108,7 +101,7 @@ def compute_attribute_vectors(
             design = torch.cat([torch.ones_like(labels[:, :1]), labels], 1).double()  # (B, 1+A)
             gram += design.T @ design
             cross += design.T @ mu
-            images += len(mu)
+    images, damaged = batches.images, batches.damaged
     if images == 0:
         raise ValueError(f"none of the first {damaged} images could be read")
 

@@ -13,6 +13,7 @@ import math
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -80,6 +81,56 @@ def inference_loader(
 def progress_bar(total: int, description: str, *, enabled: bool) -> tqdm:
     """A bar on stderr, so stdout stays clean for tables and JSON."""
     return tqdm(total=total, desc=description, unit="img", file=sys.stderr, disable=not enabled)
+
+
+@dataclass(frozen=True)
+class InferenceOptions:
+    """How a measurement reads its data: the first `count` images, `batch_size` at a time, for
+    a model on `device`, decoded by `num_workers` loader processes, with a progress bar or not."""
+
+    count: int
+    batch_size: int = 64
+    device: str | torch.device = "cpu"
+    num_workers: int = 0
+    progress: bool = False
+
+
+class ReadableBatches:
+    """The non-empty batches of `inference_loader`, with a progress bar; once iterated, `images`
+    and `damaged` count the images read and the unreadable files skipped.
+
+    Every measurement over a data set (evaluate, attribute vectors, the judge's figures and its
+    training data) opens with this loop, so a damaged file is counted the same way everywhere.
+    """
+
+    def __init__(
+        self,
+        dataset: CelebADataset | ImageFolderDataset,
+        options: InferenceOptions,
+        description: str,
+    ) -> None:
+        self.loader = inference_loader(
+            dataset,
+            count=options.count,
+            batch_size=options.batch_size,
+            num_workers=options.num_workers,
+        )
+        self.total = min(options.count, len(dataset))
+        self.description = description
+        self.progress = options.progress
+        self.images = 0
+        self.damaged = 0
+
+    def __iter__(self) -> Iterator[Batch]:
+        with progress_bar(self.total, self.description, enabled=self.progress) as bar:
+            for batch in self.loader:
+                self.damaged += batch.skipped
+                bar.update(len(batch.images) + batch.skipped)
+                # A batch whose every file was damaged has no images to measure.
+                if batch.images.numel() == 0:
+                    continue
+                self.images += len(batch.images)
+                yield batch
 
 
 def high_frequency_energy(images: Tensor) -> Tensor:
@@ -171,20 +222,12 @@ def evaluate(
         images: how many images were evaluated.
         damaged: how many of the first `count` files could not be read and were skipped.
     """
-    loader = inference_loader(dataset, count=count, batch_size=batch_size, num_workers=num_workers)
-    attempted = min(count, len(dataset))
+    options = InferenceOptions(count, batch_size, device, num_workers, progress)
+    batches = ReadableBatches(dataset, options, "evaluating")
     model.to(device)
     totals = dict.fromkeys(("mse", "similarity", "kl", "energy_real", "energy_recon"), 0.0)
-    images = damaged = 0
-    with (
-        evaluation_mode(model),
-        progress_bar(attempted, "evaluating", enabled=progress) as bar,
-    ):
-        for batch in loader:
-            damaged += batch.skipped
-            bar.update(len(batch.images) + batch.skipped)
-            if batch.images.numel() == 0:
-                continue
+    with evaluation_mode(model):
+        for batch in batches:
             x = batch.images.to(device)
             posterior = model.encode(x)
             reconstruction = model.decode(posterior.mu)
@@ -204,7 +247,7 @@ def evaluate(
                 )
             for name, values in per_image.items():
                 totals[name] += float(values.double().sum())
-            images += len(x)
+    images, damaged = batches.images, batches.damaged
     if images == 0:
         raise ValueError(f"none of the first {damaged} images could be read; nothing to evaluate")
 

@@ -54,7 +54,7 @@ from model.safetensors_file import (
     versioned_json_metadata,
 )
 from training.data import CelebADataset
-from training.evaluate import inference_loader, progress_bar
+from training.evaluate import InferenceOptions, ReadableBatches, progress_bar
 
 FORMAT_NAME = "vaegan-judge"
 FORMAT_VERSION = 1
@@ -289,23 +289,16 @@ def decode_split(
 ) -> DecodedImages:
     """The first `count` images of a labelled split (all by default), unflipped, in memory."""
     total = len(dataset) if count is None else min(count, len(dataset))
-    loader = inference_loader(dataset, count=total, batch_size=batch_size, num_workers=num_workers)
+    options = InferenceOptions(total, batch_size, num_workers=num_workers, progress=progress)
+    batches = ReadableBatches(dataset, options, f"decoding {dataset.split}")
     images, labels = [], []
-    damaged = 0
-    with (
-        _one_thread() if num_workers == 0 else contextlib.nullcontext(),
-        progress_bar(total, f"decoding {dataset.split}", enabled=progress) as bar,
-    ):
-        for batch in loader:
-            damaged += batch.skipped
-            bar.update(len(batch.images) + batch.skipped)
-            if batch.images.numel() == 0:
-                continue
+    with _one_thread() if num_workers == 0 else contextlib.nullcontext():
+        for batch in batches:
             images.append(batch.images.add(1.0).mul_(127.5).round_().clamp_(0, 255).to(torch.uint8))
             labels.append(batch.labels)
     if not images:
         raise ValueError(f"none of the {total} images of the {dataset.split!r} split could be read")
-    return DecodedImages(torch.cat(images), torch.cat(labels), damaged)
+    return DecodedImages(torch.cat(images), torch.cat(labels), batches.damaged)
 
 
 @contextlib.contextmanager

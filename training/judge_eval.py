@@ -21,7 +21,12 @@ from torch import Tensor
 from model.codec import Preprocessing
 from model.networks import VAEGAN
 from training.data import CelebADataset, ImageFolderDataset
-from training.evaluate import evaluation_mode, generate_samples, inference_loader, progress_bar
+from training.evaluate import (
+    InferenceOptions,
+    ReadableBatches,
+    evaluation_mode,
+    generate_samples,
+)
 from training.judge import Judge
 
 DEFAULT_EDIT_STRENGTH = 1.5
@@ -157,7 +162,8 @@ def evaluate_with_judge(
         if not math.isfinite(strength) or strength <= 0:
             raise ValueError(f"the edit strength must be a positive number, got {strength}")
     columns = torch.tensor([data_names.index(name) for name in names])
-    loader = inference_loader(dataset, count=count, batch_size=batch_size, num_workers=num_workers)
+    options = InferenceOptions(count, batch_size, device, num_workers, progress)
+    batches = ReadableBatches(dataset, options, "judging")
     model.to(device)
     judge.to(device)
 
@@ -166,16 +172,8 @@ def evaluate_with_judge(
     # and attempted add / remove edits; other attributes' verdicts kept and compared.
     tally = {key: torch.zeros(attribute_count, dtype=torch.int64) for key in _TALLIES}
     real_features: list[Tensor] = []
-    images = damaged = 0
-    with (
-        evaluation_mode(model),
-        progress_bar(min(count, len(dataset)), "judging", enabled=progress) as bar,
-    ):
-        for batch in loader:
-            damaged += batch.skipped
-            bar.update(len(batch.images) + batch.skipped)
-            if batch.images.numel() == 0:
-                continue
+    with evaluation_mode(model):
+        for batch in batches:
             x = batch.images.to(device)
             truth = (batch.labels[:, columns] > 0).to(device)  # (B, A) bool
             mu = model.encode(x).mu
@@ -198,7 +196,7 @@ def evaluate_with_judge(
                 others = torch.arange(attribute_count, device=verdicts.device) != a
                 tally["kept"][a] += int((verdicts[:, others] == reconstructed[:, others]).sum())
                 tally["compared"][a] += int(others.sum()) * len(x)
-            images += len(x)
+    images, damaged = batches.images, batches.damaged
     if images == 0:
         raise ValueError(f"none of the first {damaged} images could be read; nothing to evaluate")
 
