@@ -100,6 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Load here, before listening, so a bad file stops the start with one readable line.
         checkpoint = load_checkpoint(settings.checkpoint)
     except (CheckpointError, DeviceError) as exc:
+        # A DeviceError names the device, not a flag: it may come from VAEGAN_DEVICE.
         print(f"vaegan-serve: error: {exc}", file=sys.stderr)
         return 2
     config = uvicorn_config(

@@ -9,6 +9,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from model.demo import demo_checkpoint_path
+from model.device import DEVICE_NAMES, is_device_name
 
 
 class ServiceSettings(BaseSettings):
@@ -82,8 +83,8 @@ class ServiceSettings(BaseSettings):
     @field_validator("device")
     @classmethod
     def _known_device(cls, value: str) -> str:
-        if value not in ("auto", "cpu", "cuda") and not value.startswith("cuda:"):
-            raise ValueError("must be auto, cpu, cuda or cuda:N")
+        if not is_device_name(value):
+            raise ValueError(f"must be {DEVICE_NAMES}")
         return value
 
     @field_validator("api_key")

@@ -10,6 +10,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from model.device import DeviceError
 from training.synth import generate_synthetic_celeba
 
 
@@ -100,6 +101,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DivergenceError as exc:
         print(f"vaegan-train {args.command}: training diverged: {exc}", file=sys.stderr)
         return 1
+    except DeviceError as exc:
+        # model.device names no flag; every vaegan-train command takes it from --device.
+        print(
+            f"vaegan-train {args.command}: error: --device {exc.requested}: {exc.problem}",
+            file=sys.stderr,
+        )
+        return 2
     except (ValueError, FileExistsError, OSError) as exc:
         # Expected failures (bad folders, refused input, a full disk) get one clear line, not a
         # traceback.

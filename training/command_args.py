@@ -8,23 +8,29 @@ from pathlib import Path
 import torch
 
 from model.checkpoint import Checkpoint, load_checkpoint
-from model.device import select_device
+from model.device import DEVICE_NAMES, select_device
 from training.cli import int_in_range
 from training.data import SPLITS
 
-DEVICE_CHOICES = ("auto", "cpu", "cuda")
+
+def add_device_argument(parser: argparse.ArgumentParser, *, what: str) -> None:
+    """`--device`, for every command: any name `select_device` knows, cuda:N included.
+
+    The name is checked by `select_device` when the command runs, not here, so a bad name and a
+    missing GPU get the same one-line error (see `training.cli.main`), as `fit` always gave.
+    """
+    parser.add_argument(
+        "--device",
+        default="auto",
+        help=f"where to {what}: {DEVICE_NAMES} (auto: cuda when available, else cpu)",
+    )
 
 
 def add_checkpoint_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--checkpoint", type=Path, required=True, help="a .safetensors checkpoint written by vaegan"
     )
-    parser.add_argument(
-        "--device",
-        choices=DEVICE_CHOICES,
-        default="auto",
-        help="where to run the model (auto: cuda when available, else cpu)",
-    )
+    add_device_argument(parser, what="run the model")
 
 
 def add_data_arguments(

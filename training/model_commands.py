@@ -32,9 +32,9 @@ from training.attributes import (
 )
 from training.cli import int_in_range
 from training.command_args import (
-    DEVICE_CHOICES,
     add_checkpoint_arguments,
     add_data_arguments,
+    add_device_argument,
     load_for_command,
 )
 from training.data import (
@@ -506,12 +506,7 @@ def _add_judge_command(commands: Any) -> None:
     parser.add_argument(
         "--workers", type=int_in_range(0), default=0, help="image-decoding processes (0: inline)"
     )
-    parser.add_argument(
-        "--device",
-        choices=DEVICE_CHOICES,
-        default="auto",
-        help="where to train (auto: cuda when available, else cpu)",
-    )
+    add_device_argument(parser, what="train")
     parser.add_argument("--quiet", action="store_true", help="no progress bars or epoch log")
     parser.set_defaults(handler=run_judge)
 
