@@ -35,6 +35,8 @@ from model.image_checks import (
 # CelebA's aligned images and the authors' crop box within them (rows top:bottom, cols left:right).
 CELEBA_ALIGNED_SIZE = (178, 218)  # (width, height)
 CELEBA_CROP = (40, 188, 15, 163)
+# What transparent pixels are composited over unless a checkpoint's preprocessing says otherwise.
+WHITE = (255, 255, 255)
 
 
 class ImageError(ValueError):
@@ -101,8 +103,8 @@ class Preprocessing:
     celeba_crop: tuple[int, int, int, int] | None = CELEBA_CROP
     blur: bool = True
     value_range: tuple[float, float] = field(default=(-1.0, 1.0))
-    # Transparent pixels are composited over this colour.
-    alpha_background: tuple[int, int, int] = (255, 255, 255)
+    # Transparent pixels are composited over this colour (`load_image_tensor` applies it).
+    alpha_background: tuple[int, int, int] = WHITE
 
     def __post_init__(self) -> None:
         if self.celeba_crop is not None:
@@ -182,11 +184,16 @@ def read_header(data: bytes, limits: ImageLimits = DEFAULT_LIMITS) -> ImageHeade
 
 
 def open_image(
-    data: bytes, limits: ImageLimits = DEFAULT_LIMITS, *, min_side: int | None = None
+    data: bytes,
+    limits: ImageLimits = DEFAULT_LIMITS,
+    *,
+    min_side: int | None = None,
+    background: tuple[int, int, int] = WHITE,
 ) -> Image.Image:
     """Decode any allowed image format to an upright RGB image, or raise an `ImageError`.
 
-    GIFs and other multi-frame files give their first frame; EXIF orientation is applied.
+    GIFs and other multi-frame files give their first frame; EXIF orientation is applied;
+    transparent pixels are composited over `background`.
     With `min_side`, a large image is shrunk as it is decoded, by the largest whole factor that
     keeps both sides at least `min_side`: JPEGs decode at 1/2, 1/4 or 1/8 scale, everything
     else is box-averaged before any conversion, so no full-size copy beyond the decoded
@@ -211,7 +218,7 @@ def open_image(
     if image.format == "PNG":
         _verify_png(data)
     orientation = _orientation(image)
-    rgb = _reduced_rgb(image, _reduction(image.size, min_side))
+    rgb = _reduced_rgb(image, _reduction(image.size, min_side), background)
     transpose = _TRANSPOSES.get(orientation)
     return rgb.transpose(transpose) if transpose is not None else rgb
 
@@ -335,11 +342,14 @@ _REDUCE_FIRST = frozenset({"L", "RGB", "RGBX", "CMYK", "YCbCr", "I", "F"})
 _BAND_BYTES = 4 * 1024 * 1024
 
 
-def _reduced_rgb(image: Image.Image, factor: int) -> Image.Image:
-    """`to_rgb(image)` shrunk by `factor` (a box average), without a full-size converted copy."""
+def _reduced_rgb(
+    image: Image.Image, factor: int, background: tuple[int, int, int] = WHITE
+) -> Image.Image:
+    """`to_rgb(image, background)` shrunk by `factor` (a box average), without a full-size
+    converted copy."""
     full_scale = _high_depth_scale(image) if _is_high_depth(image.mode) else None
     if factor == 1:
-        return _to_rgb(image, full_scale=full_scale)
+        return _to_rgb(image, background, full_scale)
     if image.mode in _REDUCE_FIRST and not _has_alpha(image):
         return _to_rgb(image.reduce(factor), full_scale=full_scale)
     # The other modes are brought to one that averages correctly a band of rows at a time, and
@@ -353,7 +363,7 @@ def _reduced_rgb(image: Image.Image, factor: int) -> Image.Image:
             reduced = Image.new(band.mode, (-(-width // factor), -(-height // factor)))
         reduced.paste(band, (0, top // factor))
     assert reduced is not None
-    return _to_rgb(reduced, full_scale=full_scale)
+    return _to_rgb(reduced, background, full_scale)
 
 
 def _averageable(image: Image.Image) -> Image.Image:
@@ -367,14 +377,14 @@ def _averageable(image: Image.Image) -> Image.Image:
     return _to_rgb(image)
 
 
-def to_rgb(image: Image.Image, background: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
+def to_rgb(image: Image.Image, background: tuple[int, int, int] = WHITE) -> Image.Image:
     """Any Pillow mode to 8-bit RGB: alpha composited over `background`, high bit depths scaled."""
     return _to_rgb(image, background)
 
 
 def _to_rgb(
     image: Image.Image,
-    background: tuple[int, int, int] = (255, 255, 255),
+    background: tuple[int, int, int] = WHITE,
     full_scale: float | None = None,
 ) -> Image.Image:
     mode = image.mode
@@ -495,7 +505,13 @@ def load_image_tensor(
     data: bytes, preprocessing: Preprocessing, limits: ImageLimits = DEFAULT_LIMITS
 ) -> Tensor:
     """Image file bytes to a (C, S, S) model input in [-1, 1]; raises `ImageError` subclasses."""
-    return preprocess(open_image(data, limits, min_side=decode_side(preprocessing)), preprocessing)
+    image = open_image(
+        data,
+        limits,
+        min_side=decode_side(preprocessing),
+        background=preprocessing.alpha_background,
+    )
+    return preprocess(image, preprocessing)
 
 
 def decode_side(preprocessing: Preprocessing) -> int:
