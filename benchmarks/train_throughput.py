@@ -5,9 +5,10 @@
 
 Both run in the same process, on the same batch, preset and memory format (channels-last, which
 the trainer uses), alternating step by step so machine noise hits both alike. The naive step
-(`benchmarks/naive_trainer.py`) does one forward and backward pass per network, as public ports
-do; the trainer does one forward pass and three backward passes restricted to each network's
-weights. Equilibrium skipping is off in both, so both always update all three networks.
+(`tests/training/naive_trainer.py`, the reference the gradient tests compare with) does one
+forward and backward pass per network, as public ports do; the trainer does one forward pass and
+three backward passes restricted to each network's weights. Equilibrium skipping is off in
+both, so both always update all three networks.
 """
 
 from __future__ import annotations
@@ -23,10 +24,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.naive_trainer import naive_step
 from model.codec import Preprocessing
 from model.config import get_preset
 from model.networks import build_vaegan
+from tests.training.naive_trainer import naive_step
 from training.data import Batch, Sample
 from training.distributed import DistributedContext
 from training.recipe import Recipe

@@ -77,10 +77,6 @@ class DistributedContext:
             raise RuntimeError(f"ranks out of sync: weight checksums {values}")
         return values[0]
 
-    def barrier(self) -> None:
-        if self.distributed:
-            dist.barrier()
-
     def close(self) -> None:
         if self.distributed and dist.is_initialized():
             dist.destroy_process_group()

@@ -8,10 +8,10 @@ import pytest
 import torch
 from PIL import Image
 
-from benchmarks.naive_trainer import naive_gradients
 from model.checkpoint import load_checkpoint
 from model.config import get_preset
 from model.networks import build_vaegan
+from tests.training.naive_trainer import naive_gradients
 from training import losses
 from training.cli import main
 from training.distributed import DistributedContext
