@@ -34,10 +34,7 @@ from safetensors.torch import load as safetensors_load
 from safetensors.torch import save as safetensors_save
 from torch import Tensor, nn
 
-# Re-exported (the "as" form) for training/trainer.py, which still imports them from here; new
-# code imports them from model.atomic.
-from model.atomic import atomic_write_bytes as atomic_write_bytes
-from model.atomic import remove_stale_temporaries as remove_stale_temporaries
+from model.atomic import atomic_write_bytes
 from model.codec import Preprocessing
 from model.config import OBJECTIVES, ConfigError, VAEGANConfig, discriminator_for
 from model.networks import VAEGAN

@@ -16,7 +16,8 @@ def _modules(package: str) -> list[str]:
     return sorted(
         ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
         for path in (ROOT / package).rglob("*.py")
-        if "assets" not in path.parts
+        # __main__ modules run their command when imported.
+        if "assets" not in path.parts and path.name != "__main__.py"
     )
 
 

@@ -12,6 +12,7 @@ from typing import Any
 from model.codec import Preprocessing
 from model.config import OBJECTIVES, PRESETS, VAEGANConfig, discriminator_for, get_preset
 from model.networks import build_vaegan
+from training.command_args import add_device_argument
 from training.data import DatasetError, open_dataset
 from training.distributed import init_distributed
 from training.recipe import RECIPE_SUMMARIES, RECIPES, Recipe, describe_recipe
@@ -71,7 +72,7 @@ def add_fit_command(commands: Any) -> None:
         action="store_true",
         help="continue the run in --out if there is one, else start it (for restartable jobs)",
     )
-    fit.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    add_device_argument(fit, what="train")
     fit.add_argument("--seed", type=int, default=0)
     fit.add_argument("--split", default="train", help="CelebA split to train on")
     fit.add_argument("--limit", type=int, help="use at most this many images")

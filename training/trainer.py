@@ -31,7 +31,8 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from model.checkpoint import atomic_write_bytes, remove_stale_temporaries, save_checkpoint
+from model.atomic import atomic_write_bytes, remove_stale_temporaries
+from model.checkpoint import save_checkpoint
 from model.codec import Preprocessing, encode_png, make_grid
 from model.files import FileRefusedError, read_regular_file, strict_json_loads
 from model.networks import VAEGAN
