@@ -20,8 +20,8 @@ export DATA=$data OMP_NUM_THREADS=1
 
 # name: fit flags. gamma 1e-6 is today's demo recipe. The decoder's gradient norms put
 # gamma * |dL_llike| level with (1 - gamma) * |dL_gan| near gamma = 1e-3 in the first 100 steps,
-# but the GAN's gradient grows about tenfold by step 600 (docs/recipe-study.md), so the sweep
-# runs to 1e-1, and D sees reconstructions at the gamma where the two are comparable, 1e-2.
+# but the GAN's gradient grows about thirtyfold by step 2,000 (docs/recipe-study.md), so the
+# sweep runs to 1e-1, and D sees reconstructions at 1e-2.
 probes=(
     "authors-g1e-6:--gamma 1e-6"
     "g1e-3:--gamma 1e-3"

@@ -132,7 +132,9 @@ can only invert. Probes still training show the step they reached and no figures
 
 {table}
 ![The decoder's gradient ratio against step, per probe](images/{image})
-"""
+{reading}"""
+# What the figures say, written by hand as probes are scored; included when present.
+READING = Path(__file__).with_name("recipe_study_reading.md")
 
 
 def main() -> int:
@@ -146,7 +148,8 @@ def main() -> int:
         return 0
     figure = plot_gradient_ratios(args.study)
     atomic_write_bytes(args.page.parent / "images" / GRADIENT_IMAGE, figure)
-    page = PAGE.format(table=text, image=GRADIENT_IMAGE)
+    reading = "\n" + READING.read_text() if READING.is_file() else ""
+    page = PAGE.format(table=text, image=GRADIENT_IMAGE, reading=reading)
     atomic_write_bytes(args.page, page.encode())
     print(f"wrote {args.page}")
     return 0
