@@ -69,3 +69,27 @@ def test_every_relative_link_and_picture_in_the_docs_exists():
             assert (document.parent / target).exists(), f"{document.name} links {target}"
             checked += 1
     assert checked >= 10  # the README's and the results page's pictures at least
+
+
+def _repository_texts() -> list[Path]:
+    folders = ("model", "training", "service", "tests", "scripts", "benchmarks", "docs")
+    files = [ROOT / "README.md"]
+    for folder in folders:
+        files += [p for p in (ROOT / folder).rglob("*") if p.suffix in {".py", ".md", ".sh"}]
+    return files
+
+
+def test_design_references_name_sections_of_the_design_page_in_the_repository():
+    headings = re.findall(r"^## (\d+)\. ", (ROOT / "docs" / "design.md").read_text(), re.M)
+    sections = set(headings)
+    assert sections == {str(n) for n in range(1, 8)}
+    cited = 0
+    for path in _repository_texts():
+        text = path.read_text(errors="replace")
+        if path.name != "test_repository.py":
+            # A design document outside the repository is one a reader cannot open.
+            assert not re.search(r"\bDESIGN(\.md)?\b", text), f"{path} cites DESIGN"
+        for section in re.findall(r"design\.md section (\d+)", text):
+            assert section in sections, f"{path} cites docs/design.md section {section}"
+            cited += 1
+    assert cited >= 5

@@ -1,6 +1,6 @@
 """The attribute judge: a small CNN that says which labelled attributes a face shows.
 
-It is the yardstick for DESIGN.md section 7: trained on real (rendered) images only, it judges
+It is the yardstick for docs/design.md section 7: trained on real (rendered) images only, it judges
 whether reconstructions keep the input's attributes and whether attribute edits add or remove
 what they should, and its pooled features are the space in which the Frechet distance between
 generated and real faces is measured.

@@ -1,4 +1,4 @@
-"""DESIGN.md section 7's quality bars, measured with an attribute judge (`training.judge`).
+"""docs/design.md section 7's quality bars, measured with an attribute judge (`training.judge`).
 
 `evaluate_with_judge` measures on held-out labelled faces:
 

@@ -59,7 +59,7 @@ from training.strengths import add_strengths_command
 MAX_SAMPLES = 1024
 MAX_STRENGTHS = 16
 GRID_PADDING = 2
-# The accuracy DESIGN.md section 7 asks of a judge on every attribute before it measures edits.
+# The accuracy docs/design.md section 7 asks of a judge on every attribute before it measures edits.
 JUDGE_TARGET_ACCURACY = 0.97
 _EDIT_COLUMNS = ("edit_success_add", "edit_success_remove", "edit_preservation")
 

@@ -1,9 +1,9 @@
 """The training recipe: every hyperparameter of the authors' CelebA run, and the options around it.
 
 Values come from the authors' code (andersbll/autoencoding_beyond_pixels, `celeba_aegan.py`,
-`aegan.py`, `model/aegan.py`, DeepPy's RMSProp and GammaAnnealer), as summarised in DESIGN
-section 2. A `Recipe` is stored in every checkpoint and resume file, so a run can be reproduced
-from its outputs.
+`aegan.py`, `model/aegan.py`, DeepPy's RMSProp and GammaAnnealer), as summarised in
+docs/design.md section 2. A `Recipe` is stored in every checkpoint and resume file, so a run can
+be reproduced from its outputs.
 """
 
 from __future__ import annotations

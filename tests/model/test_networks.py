@@ -20,7 +20,7 @@ from model.networks import (
 
 def test_paper64_parameter_counts_per_network():
     model = VAEGAN(get_preset("paper64"))
-    # Worked out by hand from DESIGN section 2 (5x5 kernels, no bias before BN):
+    # Worked out by hand from docs/design.md section 2 (5x5 kernels, no bias before BN):
     # encoder: convs 4,800 + 204,800 + 819,200, BN 896, FC 16,777,216 + BN 2,048,
     #          two heads 2 x 131,200.
     assert parameter_count(model.encoder) == 18_071_360
