@@ -10,12 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from model.codec import Preprocessing
-from model.config import OBJECTIVES, PRESETS, VAEGANConfig, discriminator_for, get_preset
+from model.config import VAEGANConfig, discriminator_for, get_preset
 from model.networks import build_vaegan
-from training.command_args import add_device_argument
 from training.data import DatasetError, open_dataset
 from training.distributed import init_distributed
-from training.recipe import RECIPE_SUMMARIES, RECIPES, Recipe, describe_recipe
+from training.recipe import RECIPES, Recipe, describe_recipe
 from training.trainer import (
     FINAL_CHECKPOINT,
     LOSS_CURVES,
@@ -37,91 +36,6 @@ AUTHORS_STEPS = 62_500  # 250 "epochs" of 250 iterations at batch 64
 
 class FitError(ValueError):
     """Bad arguments or data for `fit`, explained."""
-
-
-def add_fit_command(commands: Any) -> None:
-    fit = commands.add_parser(
-        "fit",
-        help="train a model",
-        description=(
-            "Train a VAE-GAN with the authors' recipe (or the VAE / GAN baselines, or ALI with a "
-            "joint discriminator D(x, z)) on a CelebA folder or any folder of images. Writes "
-            "checkpoints, sample grids, metrics.jsonl and loss curves to --out; --resume "
-            "continues a killed run exactly."
-        ),
-    )
-    fit.add_argument("--data", type=Path, required=True, help="CelebA folder or image folder")
-    fit.add_argument("--out", type=Path, required=True, help="run folder")
-    fit.add_argument("--preset", choices=sorted(PRESETS), help="network preset (default paper64)")
-    fit.add_argument("--channels", type=int, choices=[1, 3], help="1 for greyscale data")
-    fit.add_argument("--image-size", type=int, help="must match the preset (checked)")
-    fit.add_argument(
-        "--objective",
-        choices=OBJECTIVES,
-        default="vaegan",
-        help="vaegan (the paper), vae (element-wise baseline), gan (decoder and D only), "
-        "ali (Adversarially Learned Inference: encoder, decoder and a joint D(x, z))",
-    )
-    fit.add_argument("--batch-size", type=int, default=64)
-    length = fit.add_mutually_exclusive_group()
-    length.add_argument("--steps", type=int, help=f"iterations (default {AUTHORS_STEPS:,})")
-    length.add_argument("--epochs", type=float, help="passes over the training split")
-    fit.add_argument("--resume", action="store_true", help="continue the run in --out")
-    fit.add_argument(
-        "--resume-if-present",
-        action="store_true",
-        help="continue the run in --out if there is one, else start it (for restartable jobs)",
-    )
-    add_device_argument(fit, what="train")
-    fit.add_argument("--seed", type=int, default=0)
-    fit.add_argument("--split", default="train", help="CelebA split to train on")
-    fit.add_argument("--limit", type=int, help="use at most this many images")
-    recipe = fit.add_argument_group(
-        "recipe (defaults: the named --recipe's values; a flag overrides one value)"
-    )
-    recipe.add_argument(
-        "--recipe",
-        choices=sorted(RECIPES),
-        default="authors",
-        help="; ".join(f"{name}: {RECIPE_SUMMARIES[name]}" for name in sorted(RECIPES)),
-    )
-    recipe.add_argument("--lr", type=float)
-    recipe.add_argument("--lr-schedule", choices=["authors", "constant"])
-    recipe.add_argument("--gamma", type=float)
-    recipe.add_argument("--equilibrium", type=float)
-    recipe.add_argument("--margin", type=float)
-    recipe.add_argument(
-        "--no-equilibrium", action="store_true", help="never skip D or decoder updates"
-    )
-    recipe.add_argument(
-        "--discriminate-reconstructions",
-        action=argparse.BooleanOptionalAction,
-        help="feed reconstructions to D too (the paper's text; the authors' run did not)",
-    )
-    recipe.add_argument(
-        "--decoder-loss",
-        choices=["saturating", "non-saturating"],
-        help="the generator's GAN loss (default: saturating, the authors', for vaegan and gan; "
-        "non-saturating, the ALI paper's, for ali)",
-    )
-    recipe.add_argument(
-        "--ema-decay",
-        type=float,
-        help="checkpoints carry an exponential moving average of the encoder's and decoder's "
-        "weights with this decay (e.g. 0.999) instead of the last step's",
-    )
-    recipe.add_argument("--real-weight", type=float)
-    recipe.add_argument("--weight-decay", type=float)
-    recipe.add_argument("--no-flip", action="store_true", help="no horizontal-flip augmentation")
-    recipe.add_argument("--init", choices=["authors", "pytorch"], default="authors")
-    output = fit.add_argument_group("outputs")
-    output.add_argument("--checkpoint-every", type=int, default=500, help="steps")
-    output.add_argument("--keep-checkpoints", type=int, default=3)
-    output.add_argument("--log-every", type=int, default=10, help="steps")
-    output.add_argument("--workers", type=int, help="data loader processes")
-    output.add_argument("--attribute-count", type=int, default=10_000)
-    output.add_argument("--quiet", action="store_true", help="log lines instead of a bar")
-    fit.set_defaults(handler=run_fit)
 
 
 def _config(args: argparse.Namespace, saved: dict[str, Any] | None, objective: str) -> VAEGANConfig:
@@ -322,4 +236,4 @@ def _finish(trainer: Trainer, args: argparse.Namespace) -> None:
         print(f"attribute vectors: {', '.join(attributes)}")
 
 
-__all__ = ["FitError", "TrainingError", "add_fit_command", "run_fit"]
+__all__ = ["FitError", "TrainingError", "run_fit"]

@@ -11,23 +11,17 @@ no strength is given.
 
 from __future__ import annotations
 
-import argparse
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import torch
 from torch import Tensor
 
-from model.checkpoint import AttributeVector, CheckpointError
 from model.networks import VAEGAN
-from training.attributes import write_attributes
-from training.command_args import add_checkpoint_arguments, add_data_arguments, load_for_command
 from training.data import CelebADataset
-from training.judge import Judge, bundled_judge_path, load_judge
-from training.judge_eval import check_judge_compatible, evaluate_with_judge
+from training.judge import Judge
+from training.judge_eval import evaluate_with_judge
 
 CANDIDATES = (0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0)
 # The quality bars an edit is held to, by the judge's figure name.
@@ -91,92 +85,3 @@ def choose_strengths(
             row = result.per_attribute[name]
             measured.setdefault(name, {})[strength] = {key: float(row[key]) for key in EDIT_TARGETS}
     return {name: pick_strength(figures) for name, figures in measured.items()}
-
-
-# --------------------------------------------------------------------------------------------
-# the command
-
-
-def add_strengths_command(commands: Any) -> None:
-    parser: argparse.ArgumentParser = commands.add_parser(
-        "strengths",
-        help="choose a default edit strength per attribute with a judge",
-        description=(
-            "For each attribute vector in the checkpoint, judge edits mu +- s * vector on "
-            "validation faces at every candidate s and record the smallest s that adds the "
-            f"attribute to {EDIT_TARGETS['edit_success_add']:.0%} of faces, removes it from "
-            f"{EDIT_TARGETS['edit_success_remove']:.0%} and keeps "
-            f"{EDIT_TARGETS['edit_preservation']:.0%} of the other verdicts (else the closest). "
-            "The checkpoint is rewritten atomically; the service then uses these strengths "
-            "when a request names none."
-        ),
-    )
-    add_checkpoint_arguments(parser)
-    parser.add_argument("--data", type=Path, required=True, help="a CelebA-layout folder")
-    add_data_arguments(parser, default_count=500, default_split="val")
-    parser.add_argument(
-        "--judge", type=Path, help="an attribute judge (default: the bundled synthetic one)"
-    )
-    parser.set_defaults(handler=run_strengths)
-
-
-def run_strengths(args: argparse.Namespace) -> int:
-    checkpoint, device = load_for_command(args)
-    if not checkpoint.attributes:
-        raise CheckpointError(
-            args.checkpoint, "it has no attribute vectors; run `vaegan-train attributes` first"
-        )
-    judge = load_judge(args.judge or bundled_judge_path(), device=device)
-    faces = CelebADataset(args.data, split=args.split, preprocessing=checkpoint.preprocessing)
-    check_judge_compatible(
-        judge, data_attributes=tuple(faces.attribute_names), preprocessing=faces.preprocessing
-    )
-    vectors = {name: a.vector for name, a in checkpoint.attributes.items()}
-    choices = choose_strengths(
-        checkpoint.model,
-        faces,
-        judge,
-        vectors,
-        count=args.count,
-        batch_size=args.batch_size,
-        device=device,
-        num_workers=args.workers,
-        progress=not args.quiet,
-    )
-    print(f"{'attribute':<24}{'s':>6}{'add':>8}{'remove':>8}{'keep':>8}  targets")
-    for name, choice in choices.items():
-        row = choice.figures[choice.strength]
-        print(
-            f"{name:<24}{choice.strength:>6g}"
-            + "".join(f"{row[key]:>8.3f}" for key in EDIT_TARGETS)
-            + ("  met" if choice.meets_targets else "  missed")
-        )
-    attributes = {
-        name: AttributeVector(
-            a.vector,
-            a.positives,
-            a.negatives,
-            choices[name].strength if name in choices else a.default_strength,
-        )
-        for name, a in checkpoint.attributes.items()
-    }
-    choice_record = {
-        name: {
-            "strength": c.strength,
-            "meets_targets": c.meets_targets,
-            # NaN (no eligible face) is not JSON: such a figure is null.
-            "candidates": {
-                f"{s:g}": {k: v if math.isfinite(v) else None for k, v in figures.items()}
-                for s, figures in c.figures.items()
-            },
-        }
-        for name, c in choices.items()
-    }
-    write_attributes(
-        args.checkpoint,
-        attributes,
-        evaluation={"edit_strength_choice": choice_record},
-        expected_sha256=checkpoint.sha256,
-    )
-    print(f"wrote {len(choices)} default strengths to {args.checkpoint}")
-    return 0
