@@ -93,3 +93,22 @@ def test_design_references_name_sections_of_the_design_page_in_the_repository():
             assert section in sections, f"{path} cites docs/design.md section {section}"
             cited += 1
     assert cited >= 5
+
+
+def test_the_readme_layout_section_names_every_module_and_nothing_else():
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## How the code is laid out", 1)[1].split("\n## ", 1)[0]
+    named = set(re.findall(r"`([a-z_]+)\.py`", section))
+    packages = set(re.findall(r"`([a-z_]+)/`", section))
+    modules: set[str] = set()
+    for package in ("model", "training", "service"):
+        for path in (ROOT / package).rglob("*.py"):
+            if path.parent != ROOT / package:
+                # A subpackage (commands/, routes/) is described as a whole.
+                assert path.parent.name in packages, f"README's layout misses {path.parent.name}/"
+            elif path.name not in {"__init__.py", "__main__.py"}:
+                modules.add(path.stem)
+    assert modules - named == set(), "README's layout section misses these modules"
+    subpackage_modules = {p.stem for p in ROOT.glob("*/*/*.py")}
+    unknown = named - modules - subpackage_modules
+    assert unknown == set(), "README's layout section names modules that do not exist"
