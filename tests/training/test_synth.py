@@ -1,4 +1,4 @@
-"""Tests for the synthetic CelebA-layout generator (training/synth.py).
+"""Tests for the synthetic CelebA-layout generator (the training/synth/ package).
 
 The synthetic set is the fixture every other data test builds on, so these tests pin down the
 file format, determinism, label truthfulness (rules + visibility) and failure behaviour.
@@ -27,6 +27,7 @@ from training.synth import (
     render_face,
     sample_face,
     split_sizes,
+    writer,
 )
 
 # ----------------------------------------------------------------------------------------------
@@ -343,7 +344,7 @@ def test_interrupted_run_leaves_no_attribute_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     written: list[Path] = []
-    real_write = synth.write_jpeg
+    real_write = writer.write_jpeg
 
     def failing_write(path: Path, image: Image.Image) -> None:
         if len(written) == 7:
@@ -351,7 +352,7 @@ def test_interrupted_run_leaves_no_attribute_file(
         real_write(path, image)
         written.append(path)
 
-    monkeypatch.setattr(synth, "write_jpeg", failing_write)
+    monkeypatch.setattr(writer, "write_jpeg", failing_write)
     out = tmp_path / "out"
     with pytest.raises(KeyboardInterrupt):
         generate_synthetic_celeba(out, 20, progress=False)
@@ -369,7 +370,7 @@ def test_interrupted_overwrite_does_not_keep_the_old_attribute_file(
     def failing_write(path: Path, image: Image.Image) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr(synth, "write_jpeg", failing_write)
+    monkeypatch.setattr(writer, "write_jpeg", failing_write)
     with pytest.raises(OSError, match="disk full"):
         generate_synthetic_celeba(out, 6, seed=1, progress=False, overwrite=True)
     assert not (out / "list_attr_celeba.txt").exists()
