@@ -16,100 +16,45 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import fnmatch
-import io
 import json
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader
 
-from model.atomic import atomic_write_bytes, remove_stale_temporaries
+from model.atomic import atomic_write_bytes
 from model.checkpoint import save_checkpoint
 from model.codec import Preprocessing, encode_png, make_grid
-from model.files import FileRefusedError, read_regular_file, strict_json_loads
 from model.networks import VAEGAN
 from training import losses
 from training.data import Batch, Sample, collate_samples
 from training.distributed import DistributedContext
 from training.recipe import Recipe, describe_recipe
+from training.run_dir import (
+    METRICS_FILE,
+    STATE_FILE,
+    STATE_FORMAT,
+    STATE_VERSION,
+    TrainingError,
+    save_training_state,
+    truncate_metrics,
+)
+from training.sampling import EpochSampler, FlipView
 
 log = logging.getLogger(__name__)
 
-STATE_FILE = "state.safetensors"
-STATE_FORMAT = "vaegan-training-state"
-STATE_VERSION = 1
-METRICS_FILE = "metrics.jsonl"
-FINAL_CHECKPOINT = "model.safetensors"
-LOSS_CURVES = "loss_curves.png"
-# The files of a run folder written through atomic_write_bytes, by subfolder.
-_RUN_FILES: dict[str, tuple[str, ...]] = {
-    ".": (STATE_FILE, METRICS_FILE, FINAL_CHECKPOINT, LOSS_CURVES),
-    "checkpoints": ("step-*.safetensors",),
-    "samples": ("samples-*.png", "reconstructions-*.png"),
-}
 NETWORK_NAMES = ("encoder", "decoder", "discriminator")
-
-
-class TrainingError(ValueError):
-    """Training cannot start or go on; the message says why and what was kept."""
 
 
 class DivergenceError(TrainingError):
     """A loss became NaN or infinite."""
-
-
-# --------------------------------------------------------------------------------------------
-# data order
-
-
-class FlipView(Dataset[Sample | None]):
-    """Item i < n is image i; item n + i is image i mirrored. Lets the sampler own the flips,
-    so augmentation is reproducible (and resumable) instead of drawn inside worker processes."""
-
-    def __init__(self, base: Any) -> None:
-        self.base = base
-
-    def __len__(self) -> int:
-        return 2 * len(self.base)
-
-    def __getitem__(self, item: int) -> Sample | None:
-        index, mirrored = item % len(self.base), item >= len(self.base)
-        sample: Sample | None = self.base[index]
-        if sample is None or not mirrored:
-            return sample
-        return sample._replace(image=sample.image.flip(-1))
-
-
-class EpochSampler(Sampler[int]):
-    """A seeded permutation per epoch, sharded across ranks, starting `skip` items in."""
-
-    def __init__(
-        self, size: int, *, seed: int, epoch: int, flip: bool, rank: int, world: int, skip: int
-    ) -> None:
-        self.size, self.seed, self.epoch = size, seed, epoch
-        self.flip, self.rank, self.world, self.skip = flip, rank, world, skip
-
-    def _items(self) -> list[int]:
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        order = torch.randperm(self.size, generator=generator)
-        if self.flip:
-            order = order + self.size * torch.randint(0, 2, (self.size,), generator=generator)
-        per_rank = self.size // self.world
-        return order[self.rank * per_rank : (self.rank + 1) * per_rank].tolist()[self.skip :]
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(self._items())
-
-    def __len__(self) -> int:
-        return max(0, self.size // self.world - self.skip)
 
 
 # --------------------------------------------------------------------------------------------
@@ -793,117 +738,3 @@ def _to_device(model: nn.Module, device: torch.device) -> None:
     # Channels-last is faster for these convs on CPUs (measured 1.5x on small64) and GPUs.
     model.to(device)
     model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-
-
-# --------------------------------------------------------------------------------------------
-# state files
-
-
-def save_training_state(path: Path, tensors: dict[str, Tensor], header: dict[str, Any]) -> None:
-    from safetensors.torch import save
-
-    atomic_write_bytes(path, save(tensors, metadata={STATE_FORMAT: json.dumps(header)}))
-
-
-def load_training_state(path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
-    """Read a resume file; safetensors only, never a pickle."""
-    from safetensors import safe_open
-
-    if not path.is_file():
-        raise TrainingError(f"nothing to resume: {path} does not exist")
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            metadata = handle.metadata() or {}
-            tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
-        header = strict_json_loads(metadata[STATE_FORMAT])
-        if not isinstance(header, dict):
-            raise TypeError("the header is not a JSON object")
-    except Exception as exc:  # any failure here means the same thing to the user: damaged
-        raise TrainingError(f"cannot resume from {path}: the file is damaged ({exc})") from None
-    if header.get("version", 0) > STATE_VERSION:
-        raise TrainingError(f"cannot resume from {path}: written by a newer vaegan")
-    return tensors, header
-
-
-def remove_stale_temporaries_of_run(run_dir: Path) -> list[Path]:
-    """Delete the temporary files a killed run left half-written in `run_dir`.
-
-    Only the temporaries of the run's own files go: one process trains in a run folder, so at
-    start-up none of them can belong to a live writer; anything else in the folder is kept.
-    """
-    removed: list[Path] = []
-    for folder, patterns in _RUN_FILES.items():
-        removed += remove_stale_temporaries(run_dir / folder, _matching(patterns))
-    return removed
-
-
-def _matching(patterns: tuple[str, ...]) -> Callable[[str], bool]:
-    return lambda name: any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns)
-
-
-def truncate_metrics(path: Path, last_step: int) -> None:
-    """Drop metric lines a killed run logged after its last saved state."""
-    kept = [
-        json.dumps(record) for record in read_metrics(path) if record.get("step", 0) <= last_step
-    ]
-    if kept or path.exists():
-        atomic_write_bytes(path, "".join(line + "\n" for line in kept).encode())
-
-
-def read_metrics(path: Path) -> list[dict[str, Any]]:
-    """The records of a metrics file; lines cut by a kill (or otherwise unreadable) are left
-    out. Only a regular file is read: a FIFO or device in its place would hang the reader."""
-    if not path.exists():
-        return []
-    try:
-        text = read_regular_file(path).decode("utf-8", errors="replace")
-    except FileRefusedError as exc:
-        raise TrainingError(f"cannot read the run's metrics: {exc}") from None
-    records = []
-    for line in text.splitlines():
-        with contextlib.suppress(ValueError, RecursionError):
-            record = json.loads(line)
-            if isinstance(record, dict) and isinstance(record.get("step"), int):
-                records.append(record)
-    return records
-
-
-def plot_loss_curves(metrics_path: Path, out_path: Path) -> bool:
-    """Loss terms, D outputs and skip rates against step, as a PNG; False without data."""
-    records = read_metrics(metrics_path)
-    if not records:
-        return False
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    steps = [r["step"] for r in records]
-    panels = [
-        ("losses (per image)", ["L_prior", "L_llike", "L_gan", "L_gen"], True),
-        # What the decoder follows: gamma * |dL_llike| against (1 - gamma) * |dL_gan|.
-        ("decoder gradient norms", ["grad_dec_llike", "grad_dec_gan"], True),
-        ("discriminator", ["D_x", "D_G_z"], False),
-        ("equilibrium skips", ["skip_rate_discriminator", "skip_rate_decoder"], False),
-        ("throughput (images/s)", ["images_per_second"], False),
-    ]
-    present = [p for p in panels if any(name in records[0] for name in p[1])]
-    figure, axes = plt.subplots(len(present), 1, figsize=(8, 2.6 * len(present)), sharex=True)
-    for axis, (title, names, logarithmic) in zip(
-        [axes] if len(present) == 1 else axes, present, strict=True
-    ):
-        for name in names:
-            if name in records[0]:
-                axis.plot(steps, [r.get(name, math.nan) for r in records], label=name)
-        if logarithmic and all(r.get(n, 1) > 0 for r in records for n in names if n in r):
-            axis.set_yscale("log")
-        axis.set_title(title, fontsize=10)
-        axis.legend(fontsize=8, loc="best")
-        axis.grid(alpha=0.3)
-    figure.supxlabel("step")
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=100)
-    plt.close(figure)
-    atomic_write_bytes(out_path, buffer.getvalue())
-    return True
