@@ -1,10 +1,7 @@
-"""The VAE-GAN trainer: the paper's step, the authors' schedule, resumable to the exact step.
+"""The VAE-GAN trainer: the authors' schedule around the paper's step, resumable to the exact step.
 
-One visible loop: learning rate, data, forward, the three gradients, equilibrium, steps, logs,
-checkpoints. Every public PyTorch port of the paper crashes with an in-place autograd error
-because it steps one optimiser before the next network's backward pass has run through the
-weights it just changed. Here all three gradients come from one forward pass and are computed
-before any optimiser steps, so that error cannot occur.
+One visible loop: learning rate, data, the three gradients (`training.step`, all computed before
+any optimiser steps), the equilibrium rule, the optimiser steps, logs, checkpoints.
 
 Resuming is exact because nothing depends on hidden state: the data order is a function of
 (seed, epoch), the per-step noise (reparameterisation, prior samples, ALI's dropout) a function
@@ -47,6 +44,7 @@ from training.run_dir import (
     truncate_metrics,
 )
 from training.sampling import EpochSampler, FlipView
+from training.step import Networks, Noise, compute_gradients
 
 log = logging.getLogger(__name__)
 
@@ -57,10 +55,6 @@ class DivergenceError(TrainingError):
     """A loss became NaN or infinite."""
 
 
-# --------------------------------------------------------------------------------------------
-# the step
-
-
 @dataclass
 class StepStats:
     """One step's figures, per image: the paper's loss terms by name and the GAN's state."""
@@ -69,220 +63,6 @@ class StepStats:
     update_discriminator: bool
     update_decoder: bool
     images: int
-
-
-@dataclass
-class Noise:
-    """The random draws of one step: reparameterisation eps and prior samples z_p."""
-
-    eps: Tensor  # (B, latent)
-    z_prior: Tensor  # (B, latent)
-
-
-@contextlib.contextmanager
-def frozen_batch_norm_statistics(module: nn.Module) -> Iterator[None]:
-    """Batch norm normalises with batch statistics but leaves its running averages alone.
-
-    The authors' similarity pass ran through a copy of D's lower layers with shared weights but
-    its own BN buffers, so only the GAN pass shaped D's running statistics; momentum 0 does that.
-    """
-    layers = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    saved = [layer.momentum for layer in layers]
-    for layer in layers:
-        layer.momentum = 0.0
-    try:
-        yield
-    finally:
-        for layer, momentum in zip(layers, saved, strict=True):
-            layer.momentum = momentum
-
-
-class Networks:
-    """The three networks as the step calls them: DDP-wrapped when distributed."""
-
-    def __init__(self, model: VAEGAN, context: DistributedContext) -> None:
-        self.model = model
-        self.encoder: nn.Module = context.wrap(model.encoder)
-        self.decoder: nn.Module = context.wrap(model.decoder)
-        self.discriminator: nn.Module = context.wrap(model.discriminator)
-
-
-def compute_gradients(
-    nets: Networks, images: Tensor, recipe: Recipe, noise: Noise, *, autocast: bool = False
-) -> dict[str, Tensor]:
-    """One forward pass, then each network's gradient into its parameters' `.grad`.
-
-    Encoder: L_prior + L_llike. Decoder: gamma * L_llike - (1 - gamma) * L_gan (saturating) or
-    gamma * L_llike + (1 - gamma) * (-log D(G(z))) (non-saturating). Discriminator: L_gan, real
-    and generated halves weighted `real_weight : 1 - real_weight`. Returns the per-image terms.
-    ALI has its own game: see `compute_ali_gradients`.
-    """
-    if recipe.objective == "ali":
-        return compute_ali_gradients(nets, images, recipe, noise, autocast=autocast)
-    model = nets.model
-    batch = images.shape[0]
-    device_type = images.device.type
-    terms: dict[str, Tensor] = {}
-    with torch.autocast(device_type, dtype=torch.bfloat16, enabled=autocast):
-        discriminator_loss = generator_loss = None
-        reconstruction = None
-        if recipe.trains_encoder:
-            encoded = nets.encoder(images)
-            z = encoded.mu + torch.exp(0.5 * encoded.logvar) * noise.eps
-            reconstruction = nets.decoder(z)
-            terms["L_prior"] = losses.prior_loss(encoded.mu.float(), encoded.logvar.float()).mean()
-            if recipe.objective == "vaegan":
-                # Real and reconstructed images share one batch through D (shared BN statistics).
-                with frozen_batch_norm_statistics(model.discriminator):
-                    features = model.similarity_features(
-                        torch.cat([reconstruction, images])
-                    ).float()
-                fake_features, real_features = features[:batch], features[batch:]
-                terms["L_llike"] = losses.similarity_loss(fake_features, real_features).mean()
-            else:
-                terms["L_llike"] = losses.pixel_loss(
-                    reconstruction.float(), images.float(), recipe.pixel_sigma
-                ).mean()
-
-        if recipe.uses_discriminator:
-            generated = [nets.decoder(noise.z_prior)]
-            if recipe.discriminate_reconstructions and reconstruction is not None:
-                generated.insert(0, reconstruction)
-            logits = nets.discriminator(torch.cat([images, *generated])).logit.float()
-            real_logits, fake_logits = logits[:batch], logits[batch:]
-            real_cost = losses.real_cost(real_logits, recipe.gan_eps)
-            fake_cost = losses.fake_cost(fake_logits, recipe.gan_eps)
-            fake_weight = (1.0 - recipe.real_weight) * batch / fake_logits.shape[0]
-            terms["L_gan"] = (real_cost.sum() + fake_cost.sum()) / batch
-            discriminator_loss = (
-                recipe.real_weight * real_cost.sum() + fake_weight * fake_cost.sum()
-            ) / batch
-            if recipe.decoder_gan_loss == "saturating":
-                generator_loss = -fake_cost.sum() / batch
-            else:
-                generator_loss = (
-                    losses.non_saturating_cost(fake_logits, recipe.gan_eps).sum() / batch
-                )
-            terms["real_cost"] = real_cost.mean().detach()
-            terms["fake_cost"] = fake_cost.mean().detach()
-            terms["D_x"] = torch.sigmoid(real_logits).mean().detach()
-            terms["D_G_z"] = torch.sigmoid(fake_logits).mean().detach()
-        # The decoder's objective, for the logs; its gradient is assembled below.
-        if generator_loss is None:
-            terms["L_dec"] = terms["L_llike"]
-        elif reconstruction is None:
-            terms["L_dec"] = generator_loss
-        else:
-            terms["L_dec"] = recipe.gamma * terms["L_llike"] + (1 - recipe.gamma) * generator_loss
-
-    # All three gradients before any optimiser step. `inputs=` keeps each loss's gradient to its
-    # own network (L_llike must not train D; the GAN loss must not train the encoder), and each
-    # network's parameters accumulate exactly once, which DistributedDataParallel requires.
-    encoder_params = list(model.encoder.parameters())
-    decoder_params = list(model.decoder.parameters())
-    # The decoder's gradient in its two weighted parts, by name: (output, seed) for autograd.
-    decoder_parts: dict[str, tuple[Tensor, Tensor]] = {}
-    if reconstruction is not None:
-        # Backpropagate L_llike through Dis_l once, to the reconstruction; both the encoder and
-        # the decoder continue from there instead of each running back through D.
-        (llike_grad,) = torch.autograd.grad(terms["L_llike"], reconstruction, retain_graph=True)
-        torch.autograd.backward(
-            [reconstruction, terms["L_prior"]],
-            [llike_grad, torch.ones_like(terms["L_prior"])],
-            inputs=encoder_params,
-            retain_graph=True,
-        )
-        weight = recipe.gamma if generator_loss is not None else 1.0
-        decoder_parts["llike"] = (reconstruction, weight * llike_grad)
-    if generator_loss is not None:
-        weight = 1.0 - recipe.gamma if reconstruction is not None else 1.0
-        decoder_parts["gan"] = (generator_loss, torch.full_like(generator_loss, weight))
-    keep_graph = discriminator_loss is not None
-    if nets.decoder is model.decoder:
-        terms |= _decoder_gradient_by_part(decoder_parts, decoder_params, keep_graph=keep_graph)
-    else:
-        # DistributedDataParallel reduces gradients in backward hooks: one backward, no norms.
-        outputs, seeds = zip(*decoder_parts.values(), strict=True)
-        torch.autograd.backward(
-            list(outputs), list(seeds), inputs=decoder_params, retain_graph=keep_graph
-        )
-    if discriminator_loss is not None:
-        torch.autograd.backward(discriminator_loss, inputs=list(model.discriminator.parameters()))
-    return {name: value.detach() for name, value in terms.items()}
-
-
-def _decoder_gradient_by_part(
-    parts: dict[str, tuple[Tensor, Tensor]], params: list[nn.Parameter], *, keep_graph: bool
-) -> dict[str, Tensor]:
-    """Accumulate the decoder's gradient part by part into `.grad` and return each part's norm.
-
-    The parts (gamma * L_llike through the reconstruction, (1 - gamma) * the GAN loss through
-    G(z_p)) run through separate decoder passes, so computing them apart costs no more than one
-    backward; their norms show which signal the decoder actually follows, which is how gamma is
-    chosen (`grad_dec_llike` vs `grad_dec_gan` in metrics.jsonl).
-    """
-    norms: dict[str, Tensor] = {}
-    for index, (name, (output, seed)) in enumerate(parts.items()):
-        last = index == len(parts) - 1
-        # Every decoder weight takes part in both decoder passes, so no gradient is None.
-        grads = torch.autograd.grad(output, params, seed, retain_graph=keep_graph or not last)
-        norms[f"grad_dec_{name}"] = torch.linalg.vector_norm(
-            torch.stack([torch.linalg.vector_norm(g.float()) for g in grads])
-        )
-        for param, grad in zip(params, grads, strict=True):
-            if param.grad is None:
-                param.grad = grad
-            else:
-                param.grad += grad
-    return norms
-
-
-def compute_ali_gradients(
-    nets: Networks, images: Tensor, recipe: Recipe, noise: Noise, *, autocast: bool = False
-) -> dict[str, Tensor]:
-    """ALI (Dumoulin et al. 2016): D(x, z) tells encoder pairs from decoder pairs.
-
-    Encoder pairs are (x, z^) with z^ = mu(x) + sigma(x) * eps drawn by the reparameterisation
-    trick; decoder pairs are (G_x(z), z) with z ~ N(0, I). D's loss: -log D(x, z^) and
-    -log(1 - D(G_x(z), z)), weighted `real_weight : 1 - real_weight`. The encoder and decoder
-    share one loss, L_gen: non-saturating (swapped labels, -log(1 - D(x, z^)) - log D(G_x(z), z),
-    the ALI paper's choice) or saturating (minus D's unweighted loss). Both pair kinds go through
-    D as one batch, so its batch norm sees both, as in the VAE-GAN step.
-    """
-    model = nets.model
-    batch = images.shape[0]
-    terms: dict[str, Tensor] = {}
-    with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=autocast):
-        encoded = nets.encoder(images)
-        z_inferred = encoded.mu + torch.exp(0.5 * encoded.logvar) * noise.eps  # (B, latent)
-        generated = nets.decoder(noise.z_prior)  # (B, C, H, W)
-        logits = nets.discriminator(
-            torch.cat([images, generated]), torch.cat([z_inferred, noise.z_prior])
-        ).logit.float()  # (2B,)
-    real_logits, fake_logits = logits[:batch], logits[batch:]
-    real_cost = losses.real_cost(real_logits, recipe.gan_eps)
-    fake_cost = losses.fake_cost(fake_logits, recipe.gan_eps)
-    discriminator_loss = (
-        recipe.real_weight * real_cost.sum() + (1.0 - recipe.real_weight) * fake_cost.sum()
-    ) / batch
-    if recipe.decoder_gan_loss == "non-saturating":
-        generator_loss = (
-            losses.fake_cost(real_logits, recipe.gan_eps).sum()
-            + losses.non_saturating_cost(fake_logits, recipe.gan_eps).sum()
-        ) / batch
-    else:
-        generator_loss = -(real_cost.sum() + fake_cost.sum()) / batch
-    terms["L_gan"] = (real_cost.sum() + fake_cost.sum()) / batch
-    terms["L_gen"] = generator_loss
-    terms["real_cost"] = real_cost.mean()
-    terms["fake_cost"] = fake_cost.mean()
-    terms["D_x"] = torch.sigmoid(real_logits).mean()
-    terms["D_G_z"] = torch.sigmoid(fake_logits).mean()
-    # Both gradients before any optimiser step, each restricted to its own networks.
-    generators = [*model.encoder.parameters(), *model.decoder.parameters()]
-    torch.autograd.backward(generator_loss, inputs=generators, retain_graph=True)
-    torch.autograd.backward(discriminator_loss, inputs=list(model.discriminator.parameters()))
-    return {name: value.detach() for name, value in terms.items()}
 
 
 # --------------------------------------------------------------------------------------------
@@ -449,14 +229,6 @@ class Trainer:
         seed = (self.recipe.seed * 1_000_003 + self.context.rank) * 1_000_000_007 + step
         return seed % 2**63
 
-    def _noise(self, step: int, batch: int) -> Noise:
-        # A pure function of (seed, rank, step): no generator state to save for an exact resume.
-        generator = torch.Generator(device=self.device)
-        generator.manual_seed(self._step_seed(step))
-        shape = (batch, self.model.config.latent_dim)
-        eps = torch.randn(shape, generator=generator, device=self.device)
-        return Noise(eps, torch.randn(shape, generator=generator, device=self.device))
-
     # -- one step ------------------------------------------------------------------------------
 
     def train_step(self, batch: Batch, step: int) -> StepStats | None:
@@ -474,14 +246,10 @@ class Trainer:
         )
         for optimizer in self.optimizers.values():
             optimizer.zero_grad(set_to_none=True)
+        shape = (len(images), self.model.config.latent_dim)
         with self._step_random_state(step):
-            terms = compute_gradients(
-                self.nets,
-                images,
-                self.recipe,
-                self._noise(step, len(images)),
-                autocast=self.on_cuda,
-            )
+            noise = Noise.draw(self._step_seed(step), shape, self.device)
+            terms = compute_gradients(self.nets, images, self.recipe, noise, autocast=self.on_cuda)
         values = self.context.mean_of({name: float(v) for name, v in terms.items()})
         for name, value in values.items():
             if not math.isfinite(value):

@@ -17,7 +17,7 @@ from training.cli import main
 from training.distributed import DistributedContext
 from training.recipe import RECIPES, Recipe, describe_recipe
 from training.run_dir import load_training_state, read_metrics
-from training.trainer import Networks, Noise, compute_gradients
+from training.step import Networks, Noise, compute_gradients
 
 
 def _setup(seed=0, batch=6, size=32):
