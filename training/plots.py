@@ -1,4 +1,5 @@
-"""Pictures of a run: its loss curves, drawn from metrics.jsonl."""
+"""Pictures of a run: the sample grids written with each checkpoint, and the loss curves drawn
+from metrics.jsonl at the end."""
 
 from __future__ import annotations
 
@@ -6,7 +7,12 @@ import io
 import math
 from pathlib import Path
 
+import torch
+from torch import Tensor
+
 from model.atomic import atomic_write_bytes
+from model.codec import encode_png, make_grid
+from model.networks import VAEGAN
 from training.run_dir import read_metrics
 
 # (title, metrics drawn, logarithmic y axis), top to bottom; a panel whose metrics the run did
@@ -19,6 +25,25 @@ _PANELS = (
     ("equilibrium skips", ("skip_rate_discriminator", "skip_rate_decoder"), False),
     ("throughput (images/s)", ("images_per_second",), False),
 )
+
+
+@torch.no_grad()
+def write_sample_grids(
+    directory: Path, step: int, model: VAEGAN, z: Tensor, originals: Tensor | None
+) -> None:
+    """Dec(z) as `samples-{step}.png` and, given originals, each beside its reconstruction as
+    `reconstructions-{step}.png`; eight images a row. The caller puts `model` in eval mode."""
+    samples = model.decode(z).float().cpu()
+    atomic_write_bytes(
+        directory / f"samples-{step:07d}.png", encode_png(make_grid(samples, nrow=8))
+    )
+    if originals is None:
+        return
+    reconstructions = model.reconstruct(originals).float().cpu()
+    # Pairs side by side: (N, C, H, W) twice -> (2N, C, H, W), original then reconstruction.
+    paired = torch.stack([originals.cpu(), reconstructions], dim=1).flatten(0, 1)
+    grid = make_grid(paired, nrow=8)
+    atomic_write_bytes(directory / f"reconstructions-{step:07d}.png", encode_png(grid))
 
 
 def plot_loss_curves(metrics_path: Path, out_path: Path) -> bool:

@@ -11,11 +11,13 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from torch import Tensor
+import torch
+from torch import Tensor, nn
+from torch.optim import Optimizer
 
 from model.atomic import atomic_write_bytes, remove_stale_temporaries
 from model.files import FileRefusedError, read_regular_file, strict_json_loads
@@ -32,6 +34,8 @@ _RUN_FILES: dict[str, tuple[str, ...]] = {
     "checkpoints": ("step-*.safetensors",),
     "samples": ("samples-*.png", "reconstructions-*.png"),
 }
+# The networks whose weights a run may average for inference (D is never averaged).
+_AVERAGED = ("encoder", "decoder")
 
 
 class TrainingError(ValueError):
@@ -39,8 +43,10 @@ class TrainingError(ValueError):
 
 
 def save_training_state(path: Path, tensors: dict[str, Tensor], header: dict[str, Any]) -> None:
+    """Write a resume file: `tensors` from `training_state_tensors`, `header` the rest as JSON."""
     from safetensors.torch import save
 
+    header = {"format": STATE_FORMAT, "version": STATE_VERSION, **header}
     atomic_write_bytes(path, save(tensors, metadata={STATE_FORMAT: json.dumps(header)}))
 
 
@@ -64,6 +70,50 @@ def load_training_state(path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
     return tensors, header
 
 
+def training_state_tensors(
+    model: nn.Module, averaged: nn.Module | None, optimizers: Mapping[str, Optimizer]
+) -> dict[str, Tensor]:
+    """The tensors of a resume file, flat for safetensors: `model.*` the weights and batch-norm
+    statistics, `averaged.{encoder,decoder}.*` the averaged weights if the run keeps them, and
+    `optim.{network}.{parameter index}.{slot}` each optimiser's per-parameter state."""
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    if averaged is not None:
+        for name in _AVERAGED:
+            for key, value in getattr(averaged, name).state_dict().items():
+                tensors[f"averaged.{name}.{key}"] = value.detach().cpu().contiguous()
+    for name, optimizer in optimizers.items():
+        for index, slot in optimizer.state_dict()["state"].items():
+            for key, value in slot.items():
+                tensors[f"optim.{name}.{index}.{key}"] = torch.as_tensor(value).cpu().contiguous()
+    return tensors
+
+
+def restore_training_state(
+    tensors: dict[str, Tensor],
+    model: nn.Module,
+    averaged: nn.Module | None,
+    optimizers: Mapping[str, Optimizer],
+) -> None:
+    """Load `training_state_tensors`'s tensors back into the same kinds of objects."""
+    model.load_state_dict(_under("model.", tensors), strict=True)
+    if averaged is not None:
+        for name in _AVERAGED:
+            getattr(averaged, name).load_state_dict(
+                _under(f"averaged.{name}.", tensors), strict=True
+            )
+    for name, optimizer in optimizers.items():
+        slots: dict[int, dict[str, Tensor]] = {}
+        for key, value in _under(f"optim.{name}.", tensors).items():
+            index, slot_key = key.split(".", 1)
+            slots.setdefault(int(index), {})[slot_key] = value
+        current = optimizer.state_dict()
+        optimizer.load_state_dict({"state": slots, "param_groups": current["param_groups"]})
+
+
+def _under(prefix: str, tensors: dict[str, Tensor]) -> dict[str, Tensor]:
+    return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+
 def remove_stale_temporaries_of_run(run_dir: Path) -> list[Path]:
     """Delete the temporary files a killed run left half-written in `run_dir`.
 
@@ -78,6 +128,12 @@ def remove_stale_temporaries_of_run(run_dir: Path) -> list[Path]:
 
 def _matching(patterns: tuple[str, ...]) -> Callable[[str], bool]:
     return lambda name: any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns)
+
+
+def append_metrics(path: Path, record: dict[str, Any]) -> None:
+    """One line of metrics.jsonl; a kill mid-write leaves a cut line that `read_metrics` skips."""
+    with path.open("a") as handle:
+        handle.write(json.dumps(record) + "\n")
 
 
 def truncate_metrics(path: Path, last_step: int) -> None:

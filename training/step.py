@@ -50,6 +50,22 @@ class Noise:
         return cls(eps, torch.randn(shape, generator=generator, device=device))
 
 
+def step_seed(seed: int, rank: int, step: int) -> int:
+    """The seed of one step's random draws on one rank: a pure function, so a resumed run draws
+    exactly what the uninterrupted run did, with no generator state saved."""
+    return ((seed * 1_000_003 + rank) * 1_000_000_007 + step) % 2**63
+
+
+@contextlib.contextmanager
+def seeded_global_generator(seed: int, device: torch.device) -> Iterator[None]:
+    """Seed the global generator, which dropout (ALI's D) draws from, and leave the caller's
+    random state as it was afterwards."""
+    cuda_devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda_devices):
+        torch.manual_seed(seed)
+        yield
+
+
 class Networks:
     """The three networks as the step calls them: DDP-wrapped when distributed."""
 

@@ -13,11 +13,9 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import json
 import logging
 import math
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,25 +24,26 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from model.atomic import atomic_write_bytes
 from model.checkpoint import save_checkpoint
-from model.codec import Preprocessing, encode_png, make_grid
+from model.codec import Preprocessing
 from model.networks import VAEGAN
 from training import losses
 from training.data import Batch, Sample, collate_samples
 from training.distributed import DistributedContext
+from training.plots import write_sample_grids
 from training.recipe import Recipe, describe_recipe
 from training.run_dir import (
     METRICS_FILE,
     STATE_FILE,
-    STATE_FORMAT,
-    STATE_VERSION,
     TrainingError,
+    append_metrics,
+    restore_training_state,
     save_training_state,
+    training_state_tensors,
     truncate_metrics,
 )
 from training.sampling import EpochSampler, FlipView
-from training.step import Networks, Noise, compute_gradients
+from training.step import Networks, Noise, compute_gradients, seeded_global_generator, step_seed
 
 log = logging.getLogger(__name__)
 
@@ -63,10 +62,6 @@ class StepStats:
     update_discriminator: bool
     update_decoder: bool
     images: int
-
-
-# --------------------------------------------------------------------------------------------
-# the trainer
 
 
 @dataclass
@@ -148,7 +143,7 @@ class Trainer:
         self.nets = Networks(model, context)
         self.averaged = _averaged_copy(model) if recipe.ema_decay is not None else None
         self.uses_dropout = any(isinstance(m, nn.Dropout) for m in model.modules())
-        self.optimizers = {name: self._optimizer(getattr(model, name)) for name in NETWORK_NAMES}
+        self.optimizers = {name: recipe.optimizer(getattr(model, name)) for name in NETWORK_NAMES}
         self.counters = Counters()
         self.local_batch = recipe.batch_size // context.world_size
         self.batches_per_epoch = (len(dataset) // context.world_size) // self.local_batch
@@ -160,147 +155,6 @@ class Trainer:
         fixed = torch.Generator().manual_seed(recipe.seed)
         self.fixed_z = torch.randn(options.grid_size, model.config.latent_dim, generator=fixed)
         self.fixed_images = self._readable_images(options.grid_size // 2)
-
-    # -- setup ---------------------------------------------------------------------------------
-
-    def _readable_images(self, count: int) -> Tensor:
-        """The first `count` images that decode, unflipped: the fixed reconstruction inputs."""
-        images: list[Tensor] = []
-        for index in range(len(self.dataset)):
-            if len(images) == count:
-                break
-            sample = self.dataset[index]
-            if sample is not None:
-                images.append(sample.image)
-        if not images:
-            raise TrainingError("no image in the data set could be read")
-        return torch.stack(images)
-
-    def _optimizer(self, network: nn.Module) -> torch.optim.RMSprop:
-        decayed: list[nn.Parameter] = []
-        plain: list[nn.Parameter] = []
-        for name, parameter in network.named_parameters():
-            is_weight = name.endswith("weight") and parameter.ndim > 1
-            is_latent_head = name.startswith(("mu.", "logvar."))
-            (decayed if is_weight and not is_latent_head else plain).append(parameter)
-        decay = 2.0 * self.recipe.weight_decay / self.recipe.batch_size
-        return torch.optim.RMSprop(
-            [{"params": decayed, "weight_decay": decay}, {"params": plain, "weight_decay": 0.0}],
-            lr=self.recipe.lr,
-            alpha=self.recipe.rmsprop_alpha,
-            eps=self.recipe.rmsprop_eps,
-        )
-
-    def _loader(self, epoch: int, skip_batches: int) -> DataLoader[Sample | None]:
-        sampler = EpochSampler(
-            len(self.dataset),
-            seed=self.recipe.seed,
-            epoch=epoch,
-            flip=self.recipe.flip,
-            rank=self.context.rank,
-            world=self.context.world_size,
-            skip=skip_batches * self.local_batch,
-        )
-        return DataLoader(
-            FlipView(self.dataset),
-            batch_size=self.local_batch,
-            sampler=sampler,
-            drop_last=True,
-            num_workers=self.options.workers,
-            collate_fn=collate_samples,
-            pin_memory=self.on_cuda,
-            persistent_workers=False,
-        )
-
-    @contextlib.contextmanager
-    def _step_random_state(self, step: int) -> Iterator[None]:
-        """Dropout (ALI's D) draws from the global generator: seed it from (seed, rank, step) so
-        resuming stays exact, and leave the caller's random state as it was. Models without
-        dropout draw nothing from it and skip the copy, which is a device sync on GPUs."""
-        if not self.uses_dropout:
-            yield
-            return
-        cuda_devices = [self.device.index or 0] if self.on_cuda else []
-        with torch.random.fork_rng(devices=cuda_devices):
-            torch.manual_seed(self._step_seed(step))
-            yield
-
-    def _step_seed(self, step: int) -> int:
-        seed = (self.recipe.seed * 1_000_003 + self.context.rank) * 1_000_000_007 + step
-        return seed % 2**63
-
-    # -- one step ------------------------------------------------------------------------------
-
-    def train_step(self, batch: Batch, step: int) -> StepStats | None:
-        self.counters.damaged_images += batch.skipped
-        if len(batch.images) < 2:
-            self.counters.thin_batches += 1
-            log.warning("step %d: fewer than 2 readable images in the batch; no update", step)
-            return None
-        lr = self.recipe.learning_rate(step, self.options.total_steps)
-        for optimizer in self.optimizers.values():
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-        images = batch.images.to(self.device, non_blocking=True).contiguous(
-            memory_format=torch.channels_last
-        )
-        for optimizer in self.optimizers.values():
-            optimizer.zero_grad(set_to_none=True)
-        shape = (len(images), self.model.config.latent_dim)
-        with self._step_random_state(step):
-            noise = Noise.draw(self._step_seed(step), shape, self.device)
-            terms = compute_gradients(self.nets, images, self.recipe, noise, autocast=self.on_cuda)
-        values = self.context.mean_of({name: float(v) for name, v in terms.items()})
-        for name, value in values.items():
-            if not math.isfinite(value):
-                raise DivergenceError(
-                    f"step {step}: {name} is {value}; training stopped before applying it. "
-                    f"The last good checkpoint and {self.run_dir / STATE_FILE} are intact"
-                )
-        update_discriminator, update_decoder = True, True
-        if self.recipe.uses_equilibrium:
-            update_discriminator, update_decoder = losses.equilibrium_updates(
-                values["real_cost"],
-                values["fake_cost"],
-                self.recipe.equilibrium,
-                self.recipe.margin,
-            )
-        if self.recipe.trains_encoder:
-            self.optimizers["encoder"].step()
-        if update_decoder:
-            self.optimizers["decoder"].step()
-        if update_discriminator and self.recipe.uses_discriminator:
-            self.optimizers["discriminator"].step()
-        self.context.sync_buffers(self.model)
-        self._update_average(step)
-        self.counters.discriminator_skips += not update_discriminator
-        self.counters.decoder_skips += not update_decoder
-        values["lr"] = lr
-        return StepStats(
-            values, update_discriminator, update_decoder, len(images) * self.context.world_size
-        )
-
-    @property
-    def inference_model(self) -> VAEGAN:
-        """What checkpoints, grids and attribute vectors use: the averaged weights if any."""
-        return self.averaged if self.averaged is not None else self.model
-
-    @torch.no_grad()
-    def _update_average(self, step: int) -> None:
-        if self.averaged is None or self.recipe.ema_decay is None:
-            return
-        # Short runs must not keep the initial weights in the average: the decay ramps up as
-        # (1 + t) / (10 + t) until it reaches the recipe's.
-        decay = min(self.recipe.ema_decay, (1 + step) / (10 + step))
-        for name in ("encoder", "decoder"):
-            live = getattr(self.model, name).state_dict()
-            for key, average in getattr(self.averaged, name).state_dict().items():
-                if average.is_floating_point():
-                    average.lerp_(live[key], 1.0 - decay)
-                else:
-                    average.copy_(live[key])
-
-    # -- the loop ------------------------------------------------------------------------------
 
     def fit(self) -> None:
         from tqdm import tqdm
@@ -338,10 +192,109 @@ class Trainer:
                     break
         bar.close()
 
+    def _loader(self, epoch: int, skip_batches: int) -> DataLoader[Sample | None]:
+        sampler = EpochSampler(
+            len(self.dataset),
+            seed=self.recipe.seed,
+            epoch=epoch,
+            flip=self.recipe.flip,
+            rank=self.context.rank,
+            world=self.context.world_size,
+            skip=skip_batches * self.local_batch,
+        )
+        return DataLoader(
+            FlipView(self.dataset),
+            batch_size=self.local_batch,
+            sampler=sampler,
+            drop_last=True,
+            num_workers=self.options.workers,
+            collate_fn=collate_samples,
+            pin_memory=self.on_cuda,
+            persistent_workers=False,
+        )
+
+    def train_step(self, batch: Batch, step: int) -> StepStats | None:
+        self.counters.damaged_images += batch.skipped
+        if len(batch.images) < 2:
+            self.counters.thin_batches += 1
+            log.warning("step %d: fewer than 2 readable images in the batch; no update", step)
+            return None
+        lr = self.recipe.learning_rate(step, self.options.total_steps)
+        for optimizer in self.optimizers.values():
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+        images = batch.images.to(self.device, non_blocking=True).contiguous(
+            memory_format=torch.channels_last
+        )
+        for optimizer in self.optimizers.values():
+            optimizer.zero_grad(set_to_none=True)
+
+        # All three gradients, from this step's noise; nothing has been stepped yet.
+        seed = step_seed(self.recipe.seed, self.context.rank, step)
+        shape = (len(images), self.model.config.latent_dim)
+        # Models without dropout draw nothing from the global generator: they skip saving and
+        # restoring its state, a device sync on GPUs.
+        seeded = seeded_global_generator(seed, self.device) if self.uses_dropout else None
+        with seeded or contextlib.nullcontext():
+            noise = Noise.draw(seed, shape, self.device)
+            terms = compute_gradients(self.nets, images, self.recipe, noise, autocast=self.on_cuda)
+
+        # Every rank decides on the same figures: the mean over ranks.
+        values = self.context.mean_of({name: float(v) for name, v in terms.items()})
+        for name, value in values.items():
+            if not math.isfinite(value):
+                raise DivergenceError(
+                    f"step {step}: {name} is {value}; training stopped before applying it. "
+                    f"The last good checkpoint and {self.run_dir / STATE_FILE} are intact"
+                )
+
+        # The authors' equilibrium rule may pause D or the decoder for this step.
+        update_discriminator, update_decoder = True, True
+        if self.recipe.uses_equilibrium:
+            update_discriminator, update_decoder = losses.equilibrium_updates(
+                values["real_cost"],
+                values["fake_cost"],
+                self.recipe.equilibrium,
+                self.recipe.margin,
+            )
+        if self.recipe.trains_encoder:
+            self.optimizers["encoder"].step()
+        if update_decoder:
+            self.optimizers["decoder"].step()
+        if update_discriminator and self.recipe.uses_discriminator:
+            self.optimizers["discriminator"].step()
+        self.context.sync_buffers(self.model)
+        self._update_average(step)
+        self.counters.discriminator_skips += not update_discriminator
+        self.counters.decoder_skips += not update_decoder
+        values["lr"] = lr
+        return StepStats(
+            values, update_discriminator, update_decoder, len(images) * self.context.world_size
+        )
+
+    @torch.no_grad()
+    def _update_average(self, step: int) -> None:
+        if self.averaged is None or self.recipe.ema_decay is None:
+            return
+        # Short runs must not keep the initial weights in the average: the decay ramps up as
+        # (1 + t) / (10 + t) until it reaches the recipe's.
+        decay = min(self.recipe.ema_decay, (1 + step) / (10 + step))
+        for name in ("encoder", "decoder"):
+            live = getattr(self.model, name).state_dict()
+            for key, average in getattr(self.averaged, name).state_dict().items():
+                if average.is_floating_point():
+                    average.lerp_(live[key], 1.0 - decay)
+                else:
+                    average.copy_(live[key])
+
+    @property
+    def inference_model(self) -> VAEGAN:
+        """What checkpoints, grids and attribute vectors use: the averaged weights if any."""
+        return self.averaged if self.averaged is not None else self.model
+
     def _log(self, step: int, epoch: int, figures: dict[str, float], bar: Any) -> None:
         record = {"step": step, "epoch": epoch, **figures, **self._counter_figures()}
-        with (self.run_dir / METRICS_FILE).open("a") as handle:
-            handle.write(json.dumps(record) + "\n")
+        append_metrics(self.run_dir / METRICS_FILE, record)
         shown = {
             name: figures[name]
             for name in ("L_prior", "L_llike", "L_gan", "L_gen", "D_x", "D_G_z")
@@ -368,21 +321,6 @@ class Trainer:
             "damaged_images": self.counters.damaged_images,
         }
 
-    # -- outputs -------------------------------------------------------------------------------
-
-    def checkpoint_metadata(self) -> dict[str, Any]:
-        return {
-            "dataset": self.dataset.describe(),
-            "recipe": self.recipe.to_dict()
-            | {
-                "name": describe_recipe(self.recipe),
-                "total_steps": self.options.total_steps,
-                "world_size": self.context.world_size,
-                "command": self.options.command,
-            },
-            "evaluation": {"training": self._counter_figures()},
-        }
-
     def save(self, step: int) -> None:
         """State for resuming, a user checkpoint and the sample grids; rank 0 writes."""
         if self.context.distributed:
@@ -394,7 +332,7 @@ class Trainer:
                     self.context.world_size,
                     checksum,
                 )
-        state = self.state_tensors()
+        state = training_state_tensors(self.model, self.averaged, self.optimizers)
         if not self.context.is_main:
             return
         save_training_state(self.run_dir / STATE_FILE, state, self._state_header(step))
@@ -412,31 +350,8 @@ class Trainer:
             stale.unlink(missing_ok=True)
         self.write_grids(step)
 
-    @torch.no_grad()
-    def write_grids(self, step: int) -> None:
-        model = self.inference_model
-        model.eval()
-        try:
-            samples = model.decode(self.fixed_z.to(self.device)).float().cpu()
-            grid = make_grid(samples, nrow=8)
-            directory = self.run_dir / "samples"
-            atomic_write_bytes(directory / f"samples-{step:07d}.png", encode_png(grid))
-            if self.recipe.trains_encoder:
-                originals = self.fixed_images.to(self.device)
-                reconstructions = model.reconstruct(originals).float().cpu()
-                # Pairs side by side: original, reconstruction.
-                paired = torch.stack([originals.cpu(), reconstructions], dim=1).flatten(0, 1)
-                atomic_write_bytes(
-                    directory / f"reconstructions-{step:07d}.png",
-                    encode_png(make_grid(paired, nrow=8)),
-                )
-        finally:
-            self.model.train()
-
     def _state_header(self, step: int) -> dict[str, Any]:
         return {
-            "format": STATE_FORMAT,
-            "version": STATE_VERSION,
             "step": step,
             "counters": self.counters.to_dict(),
             "recipe": self.recipe.to_dict(),
@@ -447,45 +362,48 @@ class Trainer:
             "dataset_size": len(self.dataset),
         }
 
-    def state_tensors(self) -> dict[str, Tensor]:
-        tensors = {
-            f"model.{k}": v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()
+    def checkpoint_metadata(self) -> dict[str, Any]:
+        return {
+            "dataset": self.dataset.describe(),
+            "recipe": self.recipe.to_dict()
+            | {
+                "name": describe_recipe(self.recipe),
+                "total_steps": self.options.total_steps,
+                "world_size": self.context.world_size,
+                "command": self.options.command,
+            },
+            "evaluation": {"training": self._counter_figures()},
         }
-        if self.averaged is not None:
-            for name in ("encoder", "decoder"):
-                for key, value in getattr(self.averaged, name).state_dict().items():
-                    tensors[f"averaged.{name}.{key}"] = value.detach().cpu().contiguous()
-        for name, optimizer in self.optimizers.items():
-            for index, slot in optimizer.state_dict()["state"].items():
-                for key, value in slot.items():
-                    tensors[f"optim.{name}.{index}.{key}"] = (
-                        torch.as_tensor(value).cpu().contiguous()
-                    )
-        return tensors
+
+    def write_grids(self, step: int) -> None:
+        model = self.inference_model
+        model.eval()
+        try:
+            z = self.fixed_z.to(self.device)
+            originals = self.fixed_images.to(self.device) if self.recipe.trains_encoder else None
+            write_sample_grids(self.run_dir / "samples", step, model, z, originals)
+        finally:
+            self.model.train()
 
     def load_state(self, tensors: dict[str, Tensor], header: dict[str, Any]) -> None:
-        weights = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
-        self.model.load_state_dict(weights, strict=True)
+        restore_training_state(tensors, self.model, self.averaged, self.optimizers)
         _to_device(self.model, self.device)
-        if self.averaged is not None:
-            for name in ("encoder", "decoder"):
-                prefix = f"averaged.{name}."
-                getattr(self.averaged, name).load_state_dict(
-                    {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)},
-                    strict=True,
-                )
-        for name, optimizer in self.optimizers.items():
-            prefix = f"optim.{name}."
-            slots: dict[int, dict[str, Tensor]] = {}
-            for key, value in tensors.items():
-                if key.startswith(prefix):
-                    index, slot_key = key[len(prefix) :].split(".", 1)
-                    slots.setdefault(int(index), {})[slot_key] = value
-            current = optimizer.state_dict()
-            optimizer.load_state_dict({"state": slots, "param_groups": current["param_groups"]})
         self.counters = Counters(**header["counters"])
         if self.context.is_main:
             truncate_metrics(self.run_dir / METRICS_FILE, self.counters.steps)
+
+    def _readable_images(self, count: int) -> Tensor:
+        """The first `count` images that decode, unflipped: the fixed reconstruction inputs."""
+        images: list[Tensor] = []
+        for index in range(len(self.dataset)):
+            if len(images) == count:
+                break
+            sample = self.dataset[index]
+            if sample is not None:
+                images.append(sample.image)
+        if not images:
+            raise TrainingError("no image in the data set could be read")
+        return torch.stack(images)
 
 
 def _averaged_copy(model: VAEGAN) -> VAEGAN:
