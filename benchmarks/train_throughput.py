@@ -31,7 +31,8 @@ from tests.training.naive_trainer import naive_step
 from training.data import Batch, Sample
 from training.distributed import DistributedContext
 from training.recipe import Recipe
-from training.trainer import Noise, Trainer, TrainerOptions
+from training.step import Noise
+from training.trainer import Trainer, TrainerOptions
 
 
 class RandomImages:

@@ -23,11 +23,18 @@ class EncoderOutput(NamedTuple):
     mu: Tensor
     logvar: Tensor
 
-    def sample(self, generator: torch.Generator | None = None) -> Tensor:
-        """z = mu + sigma * eps, the reparameterisation trick (gradients flow to mu and logvar)."""
-        eps = torch.randn(
-            self.mu.shape, generator=generator, device=self.mu.device, dtype=self.mu.dtype
-        )
+    def sample(
+        self, generator: torch.Generator | None = None, *, eps: Tensor | None = None
+    ) -> Tensor:
+        """z = mu + sigma * eps, the reparameterisation trick (gradients flow to mu and logvar).
+
+        eps ~ N(0, I) is drawn from `generator` unless given: a trainer that must replay a step
+        exactly draws it from its own seeded generator and passes it in.
+        """
+        if eps is None:
+            eps = torch.randn(
+                self.mu.shape, generator=generator, device=self.mu.device, dtype=self.mu.dtype
+            )
         return self.mu + torch.exp(0.5 * self.logvar) * eps
 
 

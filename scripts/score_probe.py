@@ -23,7 +23,7 @@ from model.atomic import atomic_write_bytes  # noqa: E402
 from model.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from training.attributes import compute_attribute_vectors  # noqa: E402
 from training.data import CelebADataset  # noqa: E402
-from training.trainer import METRICS_FILE, STATE_FILE, load_training_state  # noqa: E402
+from training.run_dir import METRICS_FILE, STATE_FILE, load_training_state  # noqa: E402
 
 
 def raw_checkpoint(run_dir: Path, data: Path) -> Path | None:

@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from model.atomic import atomic_write_bytes  # noqa: E402
-from training.trainer import METRICS_FILE, read_metrics  # noqa: E402
+from training.run_dir import METRICS_FILE, read_metrics  # noqa: E402
 
 COLUMNS = (
     ("reconstruction_agreement", "agreement", "{:.1%}"),

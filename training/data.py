@@ -77,19 +77,16 @@ def collate_samples(samples: Sequence[Sample | None]) -> Batch:
 
 
 class _ImageFiles(Dataset[Sample | None]):
-    """Shared loading: a list of files, optional labels, the codec, horizontal flips."""
+    """Shared loading: a list of files, optional labels, the codec.
 
-    def __init__(
-        self,
-        paths: Sequence[Path],
-        labels: Tensor,
-        preprocessing: Preprocessing,
-        flip: bool,
-    ) -> None:
+    Images come as they are on disk: flip augmentation is the training sampler's
+    (`training.sampling.FlipView`), where it is reproducible.
+    """
+
+    def __init__(self, paths: Sequence[Path], labels: Tensor, preprocessing: Preprocessing) -> None:
         self.paths = list(paths)
         self.labels = labels  # (N, A) int8
         self.preprocessing = preprocessing
-        self.flip = flip
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -104,12 +101,10 @@ class _ImageFiles(Dataset[Sample | None]):
         except ImageError as exc:
             log.warning("skipping damaged image %s: %s", path, exc)
             return None
-        if self.flip and torch.rand(()) < 0.5:
-            image = image.flip(-1)
         return Sample(image, self.labels[index], index)
 
     def load(self, index: int) -> Tensor:
-        """One image, preprocessed and unflipped; raises on a damaged file."""
+        """One image, preprocessed; raises on a damaged file."""
         return read_image_file(self.paths[index], self.preprocessing)
 
 
@@ -296,7 +291,6 @@ class CelebADataset(_ImageFiles):
         *,
         split: str = "train",
         preprocessing: Preprocessing | None = None,
-        flip: bool = False,
         limit: int | None = None,
         index: CelebAIndex | None = None,
     ) -> None:
@@ -315,7 +309,6 @@ class CelebADataset(_ImageFiles):
             [index.image_dir / index.files[i] for i in rows.tolist()],
             index.labels[rows],
             preprocessing or Preprocessing(),
-            flip,
         )
         self.index = index
         self.split = split
@@ -359,7 +352,6 @@ class ImageFolderDataset(_ImageFiles):
         root: str | os.PathLike[str],
         *,
         preprocessing: Preprocessing | None = None,
-        flip: bool = False,
         limit: int | None = None,
     ) -> None:
         self.root = Path(root)
@@ -375,7 +367,6 @@ class ImageFolderDataset(_ImageFiles):
             paths,
             torch.empty(len(paths), 0, dtype=torch.int8),
             preprocessing or Preprocessing(),
-            flip,
         )
         self.attribute_names: tuple[str, ...] = ()
 
@@ -406,10 +397,9 @@ def open_dataset(
     *,
     split: str = "train",
     preprocessing: Preprocessing | None = None,
-    flip: bool = False,
     limit: int | None = None,
 ) -> CelebADataset | ImageFolderDataset:
     """A CelebA-layout folder as CelebA (with labels), anything else as a plain image folder."""
     if is_celeba_folder(root):
-        return CelebADataset(root, split=split, preprocessing=preprocessing, flip=flip, limit=limit)
-    return ImageFolderDataset(root, preprocessing=preprocessing, flip=flip, limit=limit)
+        return CelebADataset(root, split=split, preprocessing=preprocessing, limit=limit)
+    return ImageFolderDataset(root, preprocessing=preprocessing, limit=limit)

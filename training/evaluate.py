@@ -8,7 +8,6 @@ with an element-wise loss is blurry; the VAE-GAN should be less so).
 
 from __future__ import annotations
 
-import copy
 import math
 import sys
 from collections.abc import Iterator
@@ -57,18 +56,12 @@ def inference_loader(
     batch_size: int,
     num_workers: int = 0,
 ) -> DataLoader[Batch]:
-    """Batches of the first `count` images in order, never flipped, damaged files counted.
-
-    A training data set may have been opened with flip augmentation; measurements must not depend
-    on coin tosses, so they read an unflipped copy (the caller's data set is left as it was).
-    """
+    """Batches of the first `count` images in order, damaged files counted."""
     if count < 1:
         raise ValueError(f"count must be at least 1, got {count}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    unflipped = copy.copy(dataset)
-    unflipped.flip = False
-    first = Subset(unflipped, range(min(count, len(unflipped))))
+    first = Subset(dataset, range(min(count, len(dataset))))
     return DataLoader(
         first,  # type: ignore[arg-type]  # the collate_fn turns optional samples into a Batch
         batch_size=batch_size,

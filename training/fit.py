@@ -14,20 +14,19 @@ from model.config import VAEGANConfig, discriminator_for, get_preset
 from model.networks import build_vaegan
 from training.data import DatasetError, open_dataset
 from training.distributed import init_distributed
+from training.plots import plot_loss_curves
 from training.recipe import RECIPES, Recipe, describe_recipe
-from training.trainer import (
+from training.run_dir import (
     FINAL_CHECKPOINT,
     LOSS_CURVES,
     METRICS_FILE,
     STATE_FILE,
-    Trainer,
-    TrainerOptions,
     TrainingError,
     load_training_state,
-    plot_loss_curves,
     remove_stale_temporaries_of_run,
     truncate_metrics,
 )
+from training.trainer import Trainer, TrainerOptions
 
 log = logging.getLogger(__name__)
 

@@ -13,6 +13,9 @@ import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import torch
+from torch import nn
+
 from model.config import OBJECTIVES, Objective
 
 DecoderGanLoss = Literal["saturating", "non-saturating"]
@@ -115,6 +118,22 @@ class Recipe:
         epochs = max(1.0, total_steps / self.lr_epoch_steps)
         progress = min(1.0, (step // self.lr_epoch_steps) / epochs)
         return float(self.lr - progress**self.lr_power * (self.lr - self.lr_final))
+
+    def optimizer(self, network: nn.Module) -> torch.optim.RMSprop:
+        """One network's RMSProp, with the weight decay only on conv and FC weights."""
+        decayed: list[nn.Parameter] = []
+        plain: list[nn.Parameter] = []
+        for name, parameter in network.named_parameters():
+            is_weight = name.endswith("weight") and parameter.ndim > 1
+            is_latent_head = name.startswith(("mu.", "logvar."))
+            (decayed if is_weight and not is_latent_head else plain).append(parameter)
+        decay = 2.0 * self.weight_decay / self.batch_size
+        return torch.optim.RMSprop(
+            [{"params": decayed, "weight_decay": decay}, {"params": plain, "weight_decay": 0.0}],
+            lr=self.lr,
+            alpha=self.rmsprop_alpha,
+            eps=self.rmsprop_eps,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -1,10 +1,7 @@
-"""The VAE-GAN trainer: the paper's step, the authors' schedule, resumable to the exact step.
+"""The VAE-GAN trainer: the authors' schedule around the paper's step, resumable to the exact step.
 
-One visible loop: learning rate, data, forward, the three gradients, equilibrium, steps, logs,
-checkpoints. Every public PyTorch port of the paper crashes with an in-place autograd error
-because it steps one optimiser before the next network's backward pass has run through the
-weights it just changed. Here all three gradients come from one forward pass and are computed
-before any optimiser steps, so that error cannot occur.
+One visible loop: learning rate, data, the three gradients (`training.step`, all computed before
+any optimiser steps), the equilibrium rule, the optimiser steps, logs, checkpoints.
 
 Resuming is exact because nothing depends on hidden state: the data order is a function of
 (seed, epoch), the per-step noise (reparameterisation, prior samples, ALI's dropout) a function
@@ -16,104 +13,45 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import fnmatch
-import io
-import json
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader
 
-from model.atomic import atomic_write_bytes, remove_stale_temporaries
 from model.checkpoint import save_checkpoint
-from model.codec import Preprocessing, encode_png, make_grid
-from model.files import FileRefusedError, read_regular_file, strict_json_loads
+from model.codec import Preprocessing
 from model.networks import VAEGAN
 from training import losses
 from training.data import Batch, Sample, collate_samples
 from training.distributed import DistributedContext
+from training.plots import write_sample_grids
 from training.recipe import Recipe, describe_recipe
+from training.run_dir import (
+    METRICS_FILE,
+    STATE_FILE,
+    TrainingError,
+    append_metrics,
+    restore_training_state,
+    save_training_state,
+    training_state_tensors,
+    truncate_metrics,
+)
+from training.sampling import EpochSampler, FlipView
+from training.step import Networks, Noise, compute_gradients, seeded_global_generator, step_seed
 
 log = logging.getLogger(__name__)
 
-STATE_FILE = "state.safetensors"
-STATE_FORMAT = "vaegan-training-state"
-STATE_VERSION = 1
-METRICS_FILE = "metrics.jsonl"
-FINAL_CHECKPOINT = "model.safetensors"
-LOSS_CURVES = "loss_curves.png"
-# The files of a run folder written through atomic_write_bytes, by subfolder.
-_RUN_FILES: dict[str, tuple[str, ...]] = {
-    ".": (STATE_FILE, METRICS_FILE, FINAL_CHECKPOINT, LOSS_CURVES),
-    "checkpoints": ("step-*.safetensors",),
-    "samples": ("samples-*.png", "reconstructions-*.png"),
-}
 NETWORK_NAMES = ("encoder", "decoder", "discriminator")
-
-
-class TrainingError(ValueError):
-    """Training cannot start or go on; the message says why and what was kept."""
 
 
 class DivergenceError(TrainingError):
     """A loss became NaN or infinite."""
-
-
-# --------------------------------------------------------------------------------------------
-# data order
-
-
-class FlipView(Dataset[Sample | None]):
-    """Item i < n is image i; item n + i is image i mirrored. Lets the sampler own the flips,
-    so augmentation is reproducible (and resumable) instead of drawn inside worker processes."""
-
-    def __init__(self, base: Any) -> None:
-        self.base = base
-
-    def __len__(self) -> int:
-        return 2 * len(self.base)
-
-    def __getitem__(self, item: int) -> Sample | None:
-        index, mirrored = item % len(self.base), item >= len(self.base)
-        sample: Sample | None = self.base[index]
-        if sample is None or not mirrored:
-            return sample
-        return sample._replace(image=sample.image.flip(-1))
-
-
-class EpochSampler(Sampler[int]):
-    """A seeded permutation per epoch, sharded across ranks, starting `skip` items in."""
-
-    def __init__(
-        self, size: int, *, seed: int, epoch: int, flip: bool, rank: int, world: int, skip: int
-    ) -> None:
-        self.size, self.seed, self.epoch = size, seed, epoch
-        self.flip, self.rank, self.world, self.skip = flip, rank, world, skip
-
-    def _items(self) -> list[int]:
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        order = torch.randperm(self.size, generator=generator)
-        if self.flip:
-            order = order + self.size * torch.randint(0, 2, (self.size,), generator=generator)
-        per_rank = self.size // self.world
-        return order[self.rank * per_rank : (self.rank + 1) * per_rank].tolist()[self.skip :]
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(self._items())
-
-    def __len__(self) -> int:
-        return max(0, self.size // self.world - self.skip)
-
-
-# --------------------------------------------------------------------------------------------
-# the step
 
 
 @dataclass
@@ -124,224 +62,6 @@ class StepStats:
     update_discriminator: bool
     update_decoder: bool
     images: int
-
-
-@dataclass
-class Noise:
-    """The random draws of one step: reparameterisation eps and prior samples z_p."""
-
-    eps: Tensor  # (B, latent)
-    z_prior: Tensor  # (B, latent)
-
-
-@contextlib.contextmanager
-def frozen_batch_norm_statistics(module: nn.Module) -> Iterator[None]:
-    """Batch norm normalises with batch statistics but leaves its running averages alone.
-
-    The authors' similarity pass ran through a copy of D's lower layers with shared weights but
-    its own BN buffers, so only the GAN pass shaped D's running statistics; momentum 0 does that.
-    """
-    layers = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    saved = [layer.momentum for layer in layers]
-    for layer in layers:
-        layer.momentum = 0.0
-    try:
-        yield
-    finally:
-        for layer, momentum in zip(layers, saved, strict=True):
-            layer.momentum = momentum
-
-
-class Networks:
-    """The three networks as the step calls them: DDP-wrapped when distributed."""
-
-    def __init__(self, model: VAEGAN, context: DistributedContext) -> None:
-        self.model = model
-        self.encoder: nn.Module = context.wrap(model.encoder)
-        self.decoder: nn.Module = context.wrap(model.decoder)
-        self.discriminator: nn.Module = context.wrap(model.discriminator)
-
-
-def compute_gradients(
-    nets: Networks, images: Tensor, recipe: Recipe, noise: Noise, *, autocast: bool = False
-) -> dict[str, Tensor]:
-    """One forward pass, then each network's gradient into its parameters' `.grad`.
-
-    Encoder: L_prior + L_llike. Decoder: gamma * L_llike - (1 - gamma) * L_gan (saturating) or
-    gamma * L_llike + (1 - gamma) * (-log D(G(z))) (non-saturating). Discriminator: L_gan, real
-    and generated halves weighted `real_weight : 1 - real_weight`. Returns the per-image terms.
-    ALI has its own game: see `compute_ali_gradients`.
-    """
-    if recipe.objective == "ali":
-        return compute_ali_gradients(nets, images, recipe, noise, autocast=autocast)
-    model = nets.model
-    batch = images.shape[0]
-    device_type = images.device.type
-    terms: dict[str, Tensor] = {}
-    with torch.autocast(device_type, dtype=torch.bfloat16, enabled=autocast):
-        discriminator_loss = generator_loss = None
-        reconstruction = None
-        if recipe.trains_encoder:
-            encoded = nets.encoder(images)
-            z = encoded.mu + torch.exp(0.5 * encoded.logvar) * noise.eps
-            reconstruction = nets.decoder(z)
-            terms["L_prior"] = losses.prior_loss(encoded.mu.float(), encoded.logvar.float()).mean()
-            if recipe.objective == "vaegan":
-                # Real and reconstructed images share one batch through D (shared BN statistics).
-                with frozen_batch_norm_statistics(model.discriminator):
-                    features = model.similarity_features(
-                        torch.cat([reconstruction, images])
-                    ).float()
-                fake_features, real_features = features[:batch], features[batch:]
-                terms["L_llike"] = losses.similarity_loss(fake_features, real_features).mean()
-            else:
-                terms["L_llike"] = losses.pixel_loss(
-                    reconstruction.float(), images.float(), recipe.pixel_sigma
-                ).mean()
-
-        if recipe.uses_discriminator:
-            generated = [nets.decoder(noise.z_prior)]
-            if recipe.discriminate_reconstructions and reconstruction is not None:
-                generated.insert(0, reconstruction)
-            logits = nets.discriminator(torch.cat([images, *generated])).logit.float()
-            real_logits, fake_logits = logits[:batch], logits[batch:]
-            real_cost = losses.real_cost(real_logits, recipe.gan_eps)
-            fake_cost = losses.fake_cost(fake_logits, recipe.gan_eps)
-            fake_weight = (1.0 - recipe.real_weight) * batch / fake_logits.shape[0]
-            terms["L_gan"] = (real_cost.sum() + fake_cost.sum()) / batch
-            discriminator_loss = (
-                recipe.real_weight * real_cost.sum() + fake_weight * fake_cost.sum()
-            ) / batch
-            if recipe.decoder_gan_loss == "saturating":
-                generator_loss = -fake_cost.sum() / batch
-            else:
-                generator_loss = (
-                    losses.non_saturating_cost(fake_logits, recipe.gan_eps).sum() / batch
-                )
-            terms["real_cost"] = real_cost.mean().detach()
-            terms["fake_cost"] = fake_cost.mean().detach()
-            terms["D_x"] = torch.sigmoid(real_logits).mean().detach()
-            terms["D_G_z"] = torch.sigmoid(fake_logits).mean().detach()
-        # The decoder's objective, for the logs; its gradient is assembled below.
-        if generator_loss is None:
-            terms["L_dec"] = terms["L_llike"]
-        elif reconstruction is None:
-            terms["L_dec"] = generator_loss
-        else:
-            terms["L_dec"] = recipe.gamma * terms["L_llike"] + (1 - recipe.gamma) * generator_loss
-
-    # All three gradients before any optimiser step. `inputs=` keeps each loss's gradient to its
-    # own network (L_llike must not train D; the GAN loss must not train the encoder), and each
-    # network's parameters accumulate exactly once, which DistributedDataParallel requires.
-    encoder_params = list(model.encoder.parameters())
-    decoder_params = list(model.decoder.parameters())
-    # The decoder's gradient in its two weighted parts, by name: (output, seed) for autograd.
-    decoder_parts: dict[str, tuple[Tensor, Tensor]] = {}
-    if reconstruction is not None:
-        # Backpropagate L_llike through Dis_l once, to the reconstruction; both the encoder and
-        # the decoder continue from there instead of each running back through D.
-        (llike_grad,) = torch.autograd.grad(terms["L_llike"], reconstruction, retain_graph=True)
-        torch.autograd.backward(
-            [reconstruction, terms["L_prior"]],
-            [llike_grad, torch.ones_like(terms["L_prior"])],
-            inputs=encoder_params,
-            retain_graph=True,
-        )
-        weight = recipe.gamma if generator_loss is not None else 1.0
-        decoder_parts["llike"] = (reconstruction, weight * llike_grad)
-    if generator_loss is not None:
-        weight = 1.0 - recipe.gamma if reconstruction is not None else 1.0
-        decoder_parts["gan"] = (generator_loss, torch.full_like(generator_loss, weight))
-    keep_graph = discriminator_loss is not None
-    if nets.decoder is model.decoder:
-        terms |= _decoder_gradient_by_part(decoder_parts, decoder_params, keep_graph=keep_graph)
-    else:
-        # DistributedDataParallel reduces gradients in backward hooks: one backward, no norms.
-        outputs, seeds = zip(*decoder_parts.values(), strict=True)
-        torch.autograd.backward(
-            list(outputs), list(seeds), inputs=decoder_params, retain_graph=keep_graph
-        )
-    if discriminator_loss is not None:
-        torch.autograd.backward(discriminator_loss, inputs=list(model.discriminator.parameters()))
-    return {name: value.detach() for name, value in terms.items()}
-
-
-def _decoder_gradient_by_part(
-    parts: dict[str, tuple[Tensor, Tensor]], params: list[nn.Parameter], *, keep_graph: bool
-) -> dict[str, Tensor]:
-    """Accumulate the decoder's gradient part by part into `.grad` and return each part's norm.
-
-    The parts (gamma * L_llike through the reconstruction, (1 - gamma) * the GAN loss through
-    G(z_p)) run through separate decoder passes, so computing them apart costs no more than one
-    backward; their norms show which signal the decoder actually follows, which is how gamma is
-    chosen (`grad_dec_llike` vs `grad_dec_gan` in metrics.jsonl).
-    """
-    norms: dict[str, Tensor] = {}
-    for index, (name, (output, seed)) in enumerate(parts.items()):
-        last = index == len(parts) - 1
-        # Every decoder weight takes part in both decoder passes, so no gradient is None.
-        grads = torch.autograd.grad(output, params, seed, retain_graph=keep_graph or not last)
-        norms[f"grad_dec_{name}"] = torch.linalg.vector_norm(
-            torch.stack([torch.linalg.vector_norm(g.float()) for g in grads])
-        )
-        for param, grad in zip(params, grads, strict=True):
-            if param.grad is None:
-                param.grad = grad
-            else:
-                param.grad += grad
-    return norms
-
-
-def compute_ali_gradients(
-    nets: Networks, images: Tensor, recipe: Recipe, noise: Noise, *, autocast: bool = False
-) -> dict[str, Tensor]:
-    """ALI (Dumoulin et al. 2016): D(x, z) tells encoder pairs from decoder pairs.
-
-    Encoder pairs are (x, z^) with z^ = mu(x) + sigma(x) * eps drawn by the reparameterisation
-    trick; decoder pairs are (G_x(z), z) with z ~ N(0, I). D's loss: -log D(x, z^) and
-    -log(1 - D(G_x(z), z)), weighted `real_weight : 1 - real_weight`. The encoder and decoder
-    share one loss, L_gen: non-saturating (swapped labels, -log(1 - D(x, z^)) - log D(G_x(z), z),
-    the ALI paper's choice) or saturating (minus D's unweighted loss). Both pair kinds go through
-    D as one batch, so its batch norm sees both, as in the VAE-GAN step.
-    """
-    model = nets.model
-    batch = images.shape[0]
-    terms: dict[str, Tensor] = {}
-    with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=autocast):
-        encoded = nets.encoder(images)
-        z_inferred = encoded.mu + torch.exp(0.5 * encoded.logvar) * noise.eps  # (B, latent)
-        generated = nets.decoder(noise.z_prior)  # (B, C, H, W)
-        logits = nets.discriminator(
-            torch.cat([images, generated]), torch.cat([z_inferred, noise.z_prior])
-        ).logit.float()  # (2B,)
-    real_logits, fake_logits = logits[:batch], logits[batch:]
-    real_cost = losses.real_cost(real_logits, recipe.gan_eps)
-    fake_cost = losses.fake_cost(fake_logits, recipe.gan_eps)
-    discriminator_loss = (
-        recipe.real_weight * real_cost.sum() + (1.0 - recipe.real_weight) * fake_cost.sum()
-    ) / batch
-    if recipe.decoder_gan_loss == "non-saturating":
-        generator_loss = (
-            losses.fake_cost(real_logits, recipe.gan_eps).sum()
-            + losses.non_saturating_cost(fake_logits, recipe.gan_eps).sum()
-        ) / batch
-    else:
-        generator_loss = -(real_cost.sum() + fake_cost.sum()) / batch
-    terms["L_gan"] = (real_cost.sum() + fake_cost.sum()) / batch
-    terms["L_gen"] = generator_loss
-    terms["real_cost"] = real_cost.mean()
-    terms["fake_cost"] = fake_cost.mean()
-    terms["D_x"] = torch.sigmoid(real_logits).mean()
-    terms["D_G_z"] = torch.sigmoid(fake_logits).mean()
-    # Both gradients before any optimiser step, each restricted to its own networks.
-    generators = [*model.encoder.parameters(), *model.decoder.parameters()]
-    torch.autograd.backward(generator_loss, inputs=generators, retain_graph=True)
-    torch.autograd.backward(discriminator_loss, inputs=list(model.discriminator.parameters()))
-    return {name: value.detach() for name, value in terms.items()}
-
-
-# --------------------------------------------------------------------------------------------
-# the trainer
 
 
 @dataclass
@@ -423,7 +143,7 @@ class Trainer:
         self.nets = Networks(model, context)
         self.averaged = _averaged_copy(model) if recipe.ema_decay is not None else None
         self.uses_dropout = any(isinstance(m, nn.Dropout) for m in model.modules())
-        self.optimizers = {name: self._optimizer(getattr(model, name)) for name in NETWORK_NAMES}
+        self.optimizers = {name: recipe.optimizer(getattr(model, name)) for name in NETWORK_NAMES}
         self.counters = Counters()
         self.local_batch = recipe.batch_size // context.world_size
         self.batches_per_epoch = (len(dataset) // context.world_size) // self.local_batch
@@ -435,159 +155,6 @@ class Trainer:
         fixed = torch.Generator().manual_seed(recipe.seed)
         self.fixed_z = torch.randn(options.grid_size, model.config.latent_dim, generator=fixed)
         self.fixed_images = self._readable_images(options.grid_size // 2)
-
-    # -- setup ---------------------------------------------------------------------------------
-
-    def _readable_images(self, count: int) -> Tensor:
-        """The first `count` images that decode, unflipped: the fixed reconstruction inputs."""
-        images: list[Tensor] = []
-        for index in range(len(self.dataset)):
-            if len(images) == count:
-                break
-            sample = self.dataset[index]
-            if sample is not None:
-                images.append(sample.image)
-        if not images:
-            raise TrainingError("no image in the data set could be read")
-        return torch.stack(images)
-
-    def _optimizer(self, network: nn.Module) -> torch.optim.RMSprop:
-        decayed: list[nn.Parameter] = []
-        plain: list[nn.Parameter] = []
-        for name, parameter in network.named_parameters():
-            is_weight = name.endswith("weight") and parameter.ndim > 1
-            is_latent_head = name.startswith(("mu.", "logvar."))
-            (decayed if is_weight and not is_latent_head else plain).append(parameter)
-        decay = 2.0 * self.recipe.weight_decay / self.recipe.batch_size
-        return torch.optim.RMSprop(
-            [{"params": decayed, "weight_decay": decay}, {"params": plain, "weight_decay": 0.0}],
-            lr=self.recipe.lr,
-            alpha=self.recipe.rmsprop_alpha,
-            eps=self.recipe.rmsprop_eps,
-        )
-
-    def _loader(self, epoch: int, skip_batches: int) -> DataLoader[Sample | None]:
-        sampler = EpochSampler(
-            len(self.dataset),
-            seed=self.recipe.seed,
-            epoch=epoch,
-            flip=self.recipe.flip,
-            rank=self.context.rank,
-            world=self.context.world_size,
-            skip=skip_batches * self.local_batch,
-        )
-        return DataLoader(
-            FlipView(self.dataset),
-            batch_size=self.local_batch,
-            sampler=sampler,
-            drop_last=True,
-            num_workers=self.options.workers,
-            collate_fn=collate_samples,
-            pin_memory=self.on_cuda,
-            persistent_workers=False,
-        )
-
-    @contextlib.contextmanager
-    def _step_random_state(self, step: int) -> Iterator[None]:
-        """Dropout (ALI's D) draws from the global generator: seed it from (seed, rank, step) so
-        resuming stays exact, and leave the caller's random state as it was. Models without
-        dropout draw nothing from it and skip the copy, which is a device sync on GPUs."""
-        if not self.uses_dropout:
-            yield
-            return
-        cuda_devices = [self.device.index or 0] if self.on_cuda else []
-        with torch.random.fork_rng(devices=cuda_devices):
-            torch.manual_seed(self._step_seed(step))
-            yield
-
-    def _step_seed(self, step: int) -> int:
-        seed = (self.recipe.seed * 1_000_003 + self.context.rank) * 1_000_000_007 + step
-        return seed % 2**63
-
-    def _noise(self, step: int, batch: int) -> Noise:
-        # A pure function of (seed, rank, step): no generator state to save for an exact resume.
-        generator = torch.Generator(device=self.device)
-        generator.manual_seed(self._step_seed(step))
-        shape = (batch, self.model.config.latent_dim)
-        eps = torch.randn(shape, generator=generator, device=self.device)
-        return Noise(eps, torch.randn(shape, generator=generator, device=self.device))
-
-    # -- one step ------------------------------------------------------------------------------
-
-    def train_step(self, batch: Batch, step: int) -> StepStats | None:
-        self.counters.damaged_images += batch.skipped
-        if len(batch.images) < 2:
-            self.counters.thin_batches += 1
-            log.warning("step %d: fewer than 2 readable images in the batch; no update", step)
-            return None
-        lr = self.recipe.learning_rate(step, self.options.total_steps)
-        for optimizer in self.optimizers.values():
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-        images = batch.images.to(self.device, non_blocking=True).contiguous(
-            memory_format=torch.channels_last
-        )
-        for optimizer in self.optimizers.values():
-            optimizer.zero_grad(set_to_none=True)
-        with self._step_random_state(step):
-            terms = compute_gradients(
-                self.nets,
-                images,
-                self.recipe,
-                self._noise(step, len(images)),
-                autocast=self.on_cuda,
-            )
-        values = self.context.mean_of({name: float(v) for name, v in terms.items()})
-        for name, value in values.items():
-            if not math.isfinite(value):
-                raise DivergenceError(
-                    f"step {step}: {name} is {value}; training stopped before applying it. "
-                    f"The last good checkpoint and {self.run_dir / STATE_FILE} are intact"
-                )
-        update_discriminator, update_decoder = True, True
-        if self.recipe.uses_equilibrium:
-            update_discriminator, update_decoder = losses.equilibrium_updates(
-                values["real_cost"],
-                values["fake_cost"],
-                self.recipe.equilibrium,
-                self.recipe.margin,
-            )
-        if self.recipe.trains_encoder:
-            self.optimizers["encoder"].step()
-        if update_decoder:
-            self.optimizers["decoder"].step()
-        if update_discriminator and self.recipe.uses_discriminator:
-            self.optimizers["discriminator"].step()
-        self.context.sync_buffers(self.model)
-        self._update_average(step)
-        self.counters.discriminator_skips += not update_discriminator
-        self.counters.decoder_skips += not update_decoder
-        values["lr"] = lr
-        return StepStats(
-            values, update_discriminator, update_decoder, len(images) * self.context.world_size
-        )
-
-    @property
-    def inference_model(self) -> VAEGAN:
-        """What checkpoints, grids and attribute vectors use: the averaged weights if any."""
-        return self.averaged if self.averaged is not None else self.model
-
-    @torch.no_grad()
-    def _update_average(self, step: int) -> None:
-        if self.averaged is None or self.recipe.ema_decay is None:
-            return
-        # Short runs must not keep the initial weights in the average: the decay ramps up as
-        # (1 + t) / (10 + t) until it reaches the recipe's.
-        decay = min(self.recipe.ema_decay, (1 + step) / (10 + step))
-        for name in ("encoder", "decoder"):
-            live = getattr(self.model, name).state_dict()
-            for key, average in getattr(self.averaged, name).state_dict().items():
-                if average.is_floating_point():
-                    average.lerp_(live[key], 1.0 - decay)
-                else:
-                    average.copy_(live[key])
-
-    # -- the loop ------------------------------------------------------------------------------
 
     def fit(self) -> None:
         from tqdm import tqdm
@@ -625,10 +192,109 @@ class Trainer:
                     break
         bar.close()
 
+    def _loader(self, epoch: int, skip_batches: int) -> DataLoader[Sample | None]:
+        sampler = EpochSampler(
+            len(self.dataset),
+            seed=self.recipe.seed,
+            epoch=epoch,
+            flip=self.recipe.flip,
+            rank=self.context.rank,
+            world=self.context.world_size,
+            skip=skip_batches * self.local_batch,
+        )
+        return DataLoader(
+            FlipView(self.dataset),
+            batch_size=self.local_batch,
+            sampler=sampler,
+            drop_last=True,
+            num_workers=self.options.workers,
+            collate_fn=collate_samples,
+            pin_memory=self.on_cuda,
+            persistent_workers=False,
+        )
+
+    def train_step(self, batch: Batch, step: int) -> StepStats | None:
+        self.counters.damaged_images += batch.skipped
+        if len(batch.images) < 2:
+            self.counters.thin_batches += 1
+            log.warning("step %d: fewer than 2 readable images in the batch; no update", step)
+            return None
+        lr = self.recipe.learning_rate(step, self.options.total_steps)
+        for optimizer in self.optimizers.values():
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+        images = batch.images.to(self.device, non_blocking=True).contiguous(
+            memory_format=torch.channels_last
+        )
+        for optimizer in self.optimizers.values():
+            optimizer.zero_grad(set_to_none=True)
+
+        # All three gradients, from this step's noise; nothing has been stepped yet.
+        seed = step_seed(self.recipe.seed, self.context.rank, step)
+        shape = (len(images), self.model.config.latent_dim)
+        # Models without dropout draw nothing from the global generator: they skip saving and
+        # restoring its state, a device sync on GPUs.
+        seeded = seeded_global_generator(seed, self.device) if self.uses_dropout else None
+        with seeded or contextlib.nullcontext():
+            noise = Noise.draw(seed, shape, self.device)
+            terms = compute_gradients(self.nets, images, self.recipe, noise, autocast=self.on_cuda)
+
+        # Every rank decides on the same figures: the mean over ranks.
+        values = self.context.mean_of({name: float(v) for name, v in terms.items()})
+        for name, value in values.items():
+            if not math.isfinite(value):
+                raise DivergenceError(
+                    f"step {step}: {name} is {value}; training stopped before applying it. "
+                    f"The last good checkpoint and {self.run_dir / STATE_FILE} are intact"
+                )
+
+        # The authors' equilibrium rule may pause D or the decoder for this step.
+        update_discriminator, update_decoder = True, True
+        if self.recipe.uses_equilibrium:
+            update_discriminator, update_decoder = losses.equilibrium_updates(
+                values["real_cost"],
+                values["fake_cost"],
+                self.recipe.equilibrium,
+                self.recipe.margin,
+            )
+        if self.recipe.trains_encoder:
+            self.optimizers["encoder"].step()
+        if update_decoder:
+            self.optimizers["decoder"].step()
+        if update_discriminator and self.recipe.uses_discriminator:
+            self.optimizers["discriminator"].step()
+        self.context.sync_buffers(self.model)
+        self._update_average(step)
+        self.counters.discriminator_skips += not update_discriminator
+        self.counters.decoder_skips += not update_decoder
+        values["lr"] = lr
+        return StepStats(
+            values, update_discriminator, update_decoder, len(images) * self.context.world_size
+        )
+
+    @torch.no_grad()
+    def _update_average(self, step: int) -> None:
+        if self.averaged is None or self.recipe.ema_decay is None:
+            return
+        # Short runs must not keep the initial weights in the average: the decay ramps up as
+        # (1 + t) / (10 + t) until it reaches the recipe's.
+        decay = min(self.recipe.ema_decay, (1 + step) / (10 + step))
+        for name in ("encoder", "decoder"):
+            live = getattr(self.model, name).state_dict()
+            for key, average in getattr(self.averaged, name).state_dict().items():
+                if average.is_floating_point():
+                    average.lerp_(live[key], 1.0 - decay)
+                else:
+                    average.copy_(live[key])
+
+    @property
+    def inference_model(self) -> VAEGAN:
+        """What checkpoints, grids and attribute vectors use: the averaged weights if any."""
+        return self.averaged if self.averaged is not None else self.model
+
     def _log(self, step: int, epoch: int, figures: dict[str, float], bar: Any) -> None:
         record = {"step": step, "epoch": epoch, **figures, **self._counter_figures()}
-        with (self.run_dir / METRICS_FILE).open("a") as handle:
-            handle.write(json.dumps(record) + "\n")
+        append_metrics(self.run_dir / METRICS_FILE, record)
         shown = {
             name: figures[name]
             for name in ("L_prior", "L_llike", "L_gan", "L_gen", "D_x", "D_G_z")
@@ -655,21 +321,6 @@ class Trainer:
             "damaged_images": self.counters.damaged_images,
         }
 
-    # -- outputs -------------------------------------------------------------------------------
-
-    def checkpoint_metadata(self) -> dict[str, Any]:
-        return {
-            "dataset": self.dataset.describe(),
-            "recipe": self.recipe.to_dict()
-            | {
-                "name": describe_recipe(self.recipe),
-                "total_steps": self.options.total_steps,
-                "world_size": self.context.world_size,
-                "command": self.options.command,
-            },
-            "evaluation": {"training": self._counter_figures()},
-        }
-
     def save(self, step: int) -> None:
         """State for resuming, a user checkpoint and the sample grids; rank 0 writes."""
         if self.context.distributed:
@@ -681,7 +332,7 @@ class Trainer:
                     self.context.world_size,
                     checksum,
                 )
-        state = self.state_tensors()
+        state = training_state_tensors(self.model, self.averaged, self.optimizers)
         if not self.context.is_main:
             return
         save_training_state(self.run_dir / STATE_FILE, state, self._state_header(step))
@@ -699,31 +350,8 @@ class Trainer:
             stale.unlink(missing_ok=True)
         self.write_grids(step)
 
-    @torch.no_grad()
-    def write_grids(self, step: int) -> None:
-        model = self.inference_model
-        model.eval()
-        try:
-            samples = model.decode(self.fixed_z.to(self.device)).float().cpu()
-            grid = make_grid(samples, nrow=8)
-            directory = self.run_dir / "samples"
-            atomic_write_bytes(directory / f"samples-{step:07d}.png", encode_png(grid))
-            if self.recipe.trains_encoder:
-                originals = self.fixed_images.to(self.device)
-                reconstructions = model.reconstruct(originals).float().cpu()
-                # Pairs side by side: original, reconstruction.
-                paired = torch.stack([originals.cpu(), reconstructions], dim=1).flatten(0, 1)
-                atomic_write_bytes(
-                    directory / f"reconstructions-{step:07d}.png",
-                    encode_png(make_grid(paired, nrow=8)),
-                )
-        finally:
-            self.model.train()
-
     def _state_header(self, step: int) -> dict[str, Any]:
         return {
-            "format": STATE_FORMAT,
-            "version": STATE_VERSION,
             "step": step,
             "counters": self.counters.to_dict(),
             "recipe": self.recipe.to_dict(),
@@ -734,45 +362,48 @@ class Trainer:
             "dataset_size": len(self.dataset),
         }
 
-    def state_tensors(self) -> dict[str, Tensor]:
-        tensors = {
-            f"model.{k}": v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()
+    def checkpoint_metadata(self) -> dict[str, Any]:
+        return {
+            "dataset": self.dataset.describe(),
+            "recipe": self.recipe.to_dict()
+            | {
+                "name": describe_recipe(self.recipe),
+                "total_steps": self.options.total_steps,
+                "world_size": self.context.world_size,
+                "command": self.options.command,
+            },
+            "evaluation": {"training": self._counter_figures()},
         }
-        if self.averaged is not None:
-            for name in ("encoder", "decoder"):
-                for key, value in getattr(self.averaged, name).state_dict().items():
-                    tensors[f"averaged.{name}.{key}"] = value.detach().cpu().contiguous()
-        for name, optimizer in self.optimizers.items():
-            for index, slot in optimizer.state_dict()["state"].items():
-                for key, value in slot.items():
-                    tensors[f"optim.{name}.{index}.{key}"] = (
-                        torch.as_tensor(value).cpu().contiguous()
-                    )
-        return tensors
+
+    def write_grids(self, step: int) -> None:
+        model = self.inference_model
+        model.eval()
+        try:
+            z = self.fixed_z.to(self.device)
+            originals = self.fixed_images.to(self.device) if self.recipe.trains_encoder else None
+            write_sample_grids(self.run_dir / "samples", step, model, z, originals)
+        finally:
+            self.model.train()
 
     def load_state(self, tensors: dict[str, Tensor], header: dict[str, Any]) -> None:
-        weights = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
-        self.model.load_state_dict(weights, strict=True)
+        restore_training_state(tensors, self.model, self.averaged, self.optimizers)
         _to_device(self.model, self.device)
-        if self.averaged is not None:
-            for name in ("encoder", "decoder"):
-                prefix = f"averaged.{name}."
-                getattr(self.averaged, name).load_state_dict(
-                    {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)},
-                    strict=True,
-                )
-        for name, optimizer in self.optimizers.items():
-            prefix = f"optim.{name}."
-            slots: dict[int, dict[str, Tensor]] = {}
-            for key, value in tensors.items():
-                if key.startswith(prefix):
-                    index, slot_key = key[len(prefix) :].split(".", 1)
-                    slots.setdefault(int(index), {})[slot_key] = value
-            current = optimizer.state_dict()
-            optimizer.load_state_dict({"state": slots, "param_groups": current["param_groups"]})
         self.counters = Counters(**header["counters"])
         if self.context.is_main:
             truncate_metrics(self.run_dir / METRICS_FILE, self.counters.steps)
+
+    def _readable_images(self, count: int) -> Tensor:
+        """The first `count` images that decode, unflipped: the fixed reconstruction inputs."""
+        images: list[Tensor] = []
+        for index in range(len(self.dataset)):
+            if len(images) == count:
+                break
+            sample = self.dataset[index]
+            if sample is not None:
+                images.append(sample.image)
+        if not images:
+            raise TrainingError("no image in the data set could be read")
+        return torch.stack(images)
 
 
 def _averaged_copy(model: VAEGAN) -> VAEGAN:
@@ -793,117 +424,3 @@ def _to_device(model: nn.Module, device: torch.device) -> None:
     # Channels-last is faster for these convs on CPUs (measured 1.5x on small64) and GPUs.
     model.to(device)
     model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-
-
-# --------------------------------------------------------------------------------------------
-# state files
-
-
-def save_training_state(path: Path, tensors: dict[str, Tensor], header: dict[str, Any]) -> None:
-    from safetensors.torch import save
-
-    atomic_write_bytes(path, save(tensors, metadata={STATE_FORMAT: json.dumps(header)}))
-
-
-def load_training_state(path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
-    """Read a resume file; safetensors only, never a pickle."""
-    from safetensors import safe_open
-
-    if not path.is_file():
-        raise TrainingError(f"nothing to resume: {path} does not exist")
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            metadata = handle.metadata() or {}
-            tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
-        header = strict_json_loads(metadata[STATE_FORMAT])
-        if not isinstance(header, dict):
-            raise TypeError("the header is not a JSON object")
-    except Exception as exc:  # any failure here means the same thing to the user: damaged
-        raise TrainingError(f"cannot resume from {path}: the file is damaged ({exc})") from None
-    if header.get("version", 0) > STATE_VERSION:
-        raise TrainingError(f"cannot resume from {path}: written by a newer vaegan")
-    return tensors, header
-
-
-def remove_stale_temporaries_of_run(run_dir: Path) -> list[Path]:
-    """Delete the temporary files a killed run left half-written in `run_dir`.
-
-    Only the temporaries of the run's own files go: one process trains in a run folder, so at
-    start-up none of them can belong to a live writer; anything else in the folder is kept.
-    """
-    removed: list[Path] = []
-    for folder, patterns in _RUN_FILES.items():
-        removed += remove_stale_temporaries(run_dir / folder, _matching(patterns))
-    return removed
-
-
-def _matching(patterns: tuple[str, ...]) -> Callable[[str], bool]:
-    return lambda name: any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns)
-
-
-def truncate_metrics(path: Path, last_step: int) -> None:
-    """Drop metric lines a killed run logged after its last saved state."""
-    kept = [
-        json.dumps(record) for record in read_metrics(path) if record.get("step", 0) <= last_step
-    ]
-    if kept or path.exists():
-        atomic_write_bytes(path, "".join(line + "\n" for line in kept).encode())
-
-
-def read_metrics(path: Path) -> list[dict[str, Any]]:
-    """The records of a metrics file; lines cut by a kill (or otherwise unreadable) are left
-    out. Only a regular file is read: a FIFO or device in its place would hang the reader."""
-    if not path.exists():
-        return []
-    try:
-        text = read_regular_file(path).decode("utf-8", errors="replace")
-    except FileRefusedError as exc:
-        raise TrainingError(f"cannot read the run's metrics: {exc}") from None
-    records = []
-    for line in text.splitlines():
-        with contextlib.suppress(ValueError, RecursionError):
-            record = json.loads(line)
-            if isinstance(record, dict) and isinstance(record.get("step"), int):
-                records.append(record)
-    return records
-
-
-def plot_loss_curves(metrics_path: Path, out_path: Path) -> bool:
-    """Loss terms, D outputs and skip rates against step, as a PNG; False without data."""
-    records = read_metrics(metrics_path)
-    if not records:
-        return False
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    steps = [r["step"] for r in records]
-    panels = [
-        ("losses (per image)", ["L_prior", "L_llike", "L_gan", "L_gen"], True),
-        # What the decoder follows: gamma * |dL_llike| against (1 - gamma) * |dL_gan|.
-        ("decoder gradient norms", ["grad_dec_llike", "grad_dec_gan"], True),
-        ("discriminator", ["D_x", "D_G_z"], False),
-        ("equilibrium skips", ["skip_rate_discriminator", "skip_rate_decoder"], False),
-        ("throughput (images/s)", ["images_per_second"], False),
-    ]
-    present = [p for p in panels if any(name in records[0] for name in p[1])]
-    figure, axes = plt.subplots(len(present), 1, figsize=(8, 2.6 * len(present)), sharex=True)
-    for axis, (title, names, logarithmic) in zip(
-        [axes] if len(present) == 1 else axes, present, strict=True
-    ):
-        for name in names:
-            if name in records[0]:
-                axis.plot(steps, [r.get(name, math.nan) for r in records], label=name)
-        if logarithmic and all(r.get(n, 1) > 0 for r in records for n in names if n in r):
-            axis.set_yscale("log")
-        axis.set_title(title, fontsize=10)
-        axis.legend(fontsize=8, loc="best")
-        axis.grid(alpha=0.3)
-    figure.supxlabel("step")
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=100)
-    plt.close(figure)
-    atomic_write_bytes(out_path, buffer.getvalue())
-    return True

@@ -167,6 +167,15 @@ def test_reparameterised_sample_passes_gradients_to_mu_and_logvar():
     assert logvar.grad is not None and logvar.grad.abs().sum() > 0
 
 
+def test_a_given_eps_replaces_the_draw():
+    mu, logvar = torch.randn(3, 5), torch.randn(3, 5)
+    eps = torch.randn(3, 5)
+    generator = torch.Generator().manual_seed(0)
+    z = EncoderOutput(mu, logvar).sample(generator, eps=eps)
+    assert torch.equal(z, mu + torch.exp(0.5 * logvar) * eps)
+    assert torch.equal(generator.get_state(), torch.Generator().manual_seed(0).get_state())
+
+
 def test_reconstruct_decodes_the_posterior_mean():
     model = build_vaegan(get_preset("small64"), seed=0).eval()
     x = torch.rand(2, 3, 64, 64) * 2 - 1

@@ -14,7 +14,7 @@ from torch import Tensor
 from model.networks import VAEGAN
 from training import losses
 from training.recipe import Recipe
-from training.trainer import Noise, frozen_batch_norm_statistics
+from training.step import Noise, frozen_batch_norm_statistics
 
 
 def _reconstruct(model: VAEGAN, images: Tensor, noise: Noise) -> tuple[Tensor, Tensor, Tensor]:

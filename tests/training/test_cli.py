@@ -9,7 +9,7 @@ import pytest
 from model.checkpoint import read_checkpoint_header
 from tests.processes import run_measured
 from training.cli import main
-from training.trainer import read_metrics, truncate_metrics
+from training.run_dir import read_metrics, truncate_metrics
 
 VENV_BIN = Path(sys.executable).parent
 

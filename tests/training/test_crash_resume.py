@@ -29,7 +29,7 @@ from safetensors import safe_open
 
 from model.atomic import remove_stale_temporaries, temporary_target
 from model.checkpoint import load_checkpoint
-from training.trainer import STATE_FILE, STATE_FORMAT, load_training_state, read_metrics
+from training.run_dir import STATE_FILE, STATE_FORMAT, load_training_state, read_metrics
 
 FIT = [
     sys.executable,

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from model.checkpoint import load_checkpoint
-from training.trainer import load_training_state, read_metrics
+from training.run_dir import load_training_state, read_metrics
 
 FIT = [
     sys.executable,

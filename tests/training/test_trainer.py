@@ -16,7 +16,8 @@ from training import losses
 from training.cli import main
 from training.distributed import DistributedContext
 from training.recipe import RECIPES, Recipe, describe_recipe
-from training.trainer import Networks, Noise, compute_gradients, load_training_state, read_metrics
+from training.run_dir import load_training_state, read_metrics
+from training.step import Networks, Noise, compute_gradients
 
 
 def _setup(seed=0, batch=6, size=32):
