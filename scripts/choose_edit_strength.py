@@ -20,6 +20,7 @@ sys.path.insert(0, str(ROOT))
 
 from model.checkpoint import load_checkpoint  # noqa: E402
 from training.data import CelebADataset  # noqa: E402
+from training.inference import InferenceOptions  # noqa: E402
 from training.judge import bundled_judge_path, load_judge  # noqa: E402
 from training.judge_eval import evaluate_with_judge  # noqa: E402
 
@@ -47,7 +48,7 @@ def main() -> int:
             judge,
             vectors=vectors,
             edit_strength=strength,
-            count=args.count,
+            options=InferenceOptions(count=args.count),
         )
         figures[strength] = {name: result.metrics[name] for name in EDIT_FIGURES}
         print(f"s = {strength:g}: {figures[strength]}", file=sys.stderr)

@@ -21,6 +21,7 @@ sys.path.insert(0, str(ROOT))
 from model.checkpoint import load_checkpoint  # noqa: E402
 from training.attributes import DIRECTIONS, compute_attribute_vectors  # noqa: E402
 from training.data import CelebADataset  # noqa: E402
+from training.inference import InferenceOptions  # noqa: E402
 from training.judge import bundled_judge_path, load_judge  # noqa: E402
 from training.judge_eval import evaluate_with_judge  # noqa: E402
 
@@ -45,7 +46,10 @@ def main() -> int:
     report: dict[str, object] = {"strength": args.strength, "faces": args.count}
     for direction in DIRECTIONS:
         vectors = compute_attribute_vectors(
-            checkpoint.model, train, count=args.vector_images, direction=direction
+            checkpoint.model,
+            train,
+            options=InferenceOptions(count=args.vector_images),
+            direction=direction,
         )
         judged = evaluate_with_judge(
             checkpoint.model,
@@ -53,7 +57,7 @@ def main() -> int:
             judge,
             vectors={name: a.vector for name, a in vectors.vectors.items()},
             edit_strength=args.strength,
-            count=args.count,
+            options=InferenceOptions(count=args.count),
         )
         report[direction] = {
             "mean": {name: judged.metrics[name] for name in EDIT_FIGURES},

@@ -23,6 +23,7 @@ from model.atomic import atomic_write_bytes  # noqa: E402
 from model.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from training.attributes import compute_attribute_vectors  # noqa: E402
 from training.data import CelebADataset  # noqa: E402
+from training.inference import InferenceOptions  # noqa: E402
 from training.run_dir import METRICS_FILE, STATE_FILE, load_training_state  # noqa: E402
 
 
@@ -36,7 +37,7 @@ def raw_checkpoint(run_dir: Path, data: Path) -> Path | None:
     weights = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
     model.load_state_dict(weights, strict=True)
     faces = CelebADataset(data, split="train", preprocessing=checkpoint.preprocessing)
-    report = compute_attribute_vectors(model, faces, count=10_000)
+    report = compute_attribute_vectors(model, faces, options=InferenceOptions(count=10_000))
     path = run_dir / "raw.safetensors"
     meta = checkpoint.header
     save_checkpoint(

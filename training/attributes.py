@@ -27,7 +27,7 @@ from torch import Tensor
 from model.checkpoint import AttributeVector, CheckpointError, load_checkpoint, save_checkpoint
 from model.networks import VAEGAN
 from training.data import CelebADataset, ImageFolderDataset
-from training.evaluate import InferenceOptions, ReadableBatches, evaluation_mode
+from training.inference import InferenceOptions, ReadableBatches, evaluation_mode
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,9 @@ log = logging.getLogger(__name__)
 # `dataset` section (which describes the data behind the checkpoint's contents).
 SOURCE_KEY = "attribute_vectors"
 DIRECTIONS = ("mean-difference", "controlled")
+# More images than a measurement reads: a rare attribute's vector is the mean of its few
+# positive examples, and more images give it more of them.
+ATTRIBUTE_OPTIONS = InferenceOptions(count=10_000)
 
 
 @dataclass(frozen=True)
@@ -51,21 +54,17 @@ def compute_attribute_vectors(
     model: VAEGAN,
     dataset: CelebADataset | ImageFolderDataset,
     *,
-    count: int = 10_000,
-    batch_size: int = 64,
-    device: str | torch.device = "cpu",
+    options: InferenceOptions = ATTRIBUTE_OPTIONS,
     min_examples: int = 10,
-    num_workers: int = 0,
-    progress: bool = False,
     direction: str = "mean-difference",
 ) -> AttributeReport:
-    """Attribute vectors from the first `count` readable images of a labelled data set.
+    """Attribute vectors from the first `options.count` readable images of a labelled data set.
 
     Images are encoded in eval mode, unflipped, to their posterior mean mu (not a sample), and the
     class means are accumulated in float64 so 10,000-image sums lose nothing; vectors are stored
     as float32. An attribute with fewer than `min_examples` positive or negative images gives a
-    noisy vector, so it is skipped, logged and listed in `skipped`. The model is moved to `device`
-    and its train/eval mode is restored afterwards.
+    noisy vector, so it is skipped, logged and listed in `skipped`. The model is moved to
+    `options.device` and its train/eval mode is restored afterwards.
     """
     names = tuple(dataset.attribute_names)
     if not names:
@@ -77,7 +76,7 @@ def compute_attribute_vectors(
         raise ValueError(f"min_examples must be at least 1, got {min_examples}")
     if direction not in DIRECTIONS:
         raise ValueError(f"direction must be one of {', '.join(DIRECTIONS)}, got {direction!r}")
-    options = InferenceOptions(count, batch_size, device, num_workers, progress)
+    device = options.device
     batches = ReadableBatches(dataset, options, "attribute vectors")
     latent_dim = model.config.latent_dim
     model.to(device)

@@ -1,4 +1,4 @@
-"""Figures of merit for a trained model, and the inference plumbing shared by checkpoint commands.
+"""Figures of merit for a trained model.
 
 `evaluate` measures what the paper claims: how close reconstructions are to their inputs, in
 pixels and in the discriminator's learned feature space (Dis_l), how far the posterior strays from
@@ -9,19 +9,15 @@ with an element-wise loss is blurry; the VAE-GAN should be less so).
 from __future__ import annotations
 
 import math
-import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.utils.data import DataLoader, Subset
-from tqdm import tqdm
 
 from model.networks import VAEGAN
-from training.data import Batch, CelebADataset, ImageFolderDataset, collate_samples
+from training.data import CelebADataset, ImageFolderDataset
+from training.inference import InferenceOptions, ReadableBatches, evaluation_mode
 
 METRIC_NAMES = (
     "reconstruction_mse",
@@ -35,95 +31,8 @@ METRIC_NAMES = (
 # blurry decoder fails to draw.
 _LAPLACIAN = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])
 
-
-@contextmanager
-def evaluation_mode(model: VAEGAN) -> Iterator[VAEGAN]:
-    """Eval mode (batch norm on its running statistics) without gradients, restored afterwards,
-    so that evaluating in the middle of a training run leaves the run as it was."""
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            yield model
-    finally:
-        model.train(was_training)
-
-
-def inference_loader(
-    dataset: CelebADataset | ImageFolderDataset,
-    *,
-    count: int,
-    batch_size: int,
-    num_workers: int = 0,
-) -> DataLoader[Batch]:
-    """Batches of the first `count` images in order, damaged files counted."""
-    if count < 1:
-        raise ValueError(f"count must be at least 1, got {count}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    first = Subset(dataset, range(min(count, len(dataset))))
-    return DataLoader(
-        first,  # type: ignore[arg-type]  # the collate_fn turns optional samples into a Batch
-        batch_size=batch_size,
-        shuffle=False,
-        num_workers=num_workers,
-        collate_fn=collate_samples,
-    )
-
-
-def progress_bar(total: int, description: str, *, enabled: bool) -> tqdm:
-    """A bar on stderr, so stdout stays clean for tables and JSON."""
-    return tqdm(total=total, desc=description, unit="img", file=sys.stderr, disable=not enabled)
-
-
-@dataclass(frozen=True)
-class InferenceOptions:
-    """How a measurement reads its data: the first `count` images, `batch_size` at a time, for
-    a model on `device`, decoded by `num_workers` loader processes, with a progress bar or not."""
-
-    count: int
-    batch_size: int = 64
-    device: str | torch.device = "cpu"
-    num_workers: int = 0
-    progress: bool = False
-
-
-class ReadableBatches:
-    """The non-empty batches of `inference_loader`, with a progress bar; once iterated, `images`
-    and `damaged` count the images read and the unreadable files skipped.
-
-    Every measurement over a data set (evaluate, attribute vectors, the judge's figures and its
-    training data) opens with this loop, so a damaged file is counted the same way everywhere.
-    """
-
-    def __init__(
-        self,
-        dataset: CelebADataset | ImageFolderDataset,
-        options: InferenceOptions,
-        description: str,
-    ) -> None:
-        self.loader = inference_loader(
-            dataset,
-            count=options.count,
-            batch_size=options.batch_size,
-            num_workers=options.num_workers,
-        )
-        self.total = min(options.count, len(dataset))
-        self.description = description
-        self.progress = options.progress
-        self.images = 0
-        self.damaged = 0
-
-    def __iter__(self) -> Iterator[Batch]:
-        with progress_bar(self.total, self.description, enabled=self.progress) as bar:
-            for batch in self.loader:
-                self.damaged += batch.skipped
-                bar.update(len(batch.images) + batch.skipped)
-                # A batch whose every file was damaged has no images to measure.
-                if batch.images.numel() == 0:
-                    continue
-                self.images += len(batch.images)
-                yield batch
+# What `evaluate` and the judged figures (`training.judge_eval`) read unless told otherwise.
+EVALUATION_OPTIONS = InferenceOptions(count=1000)
 
 
 def high_frequency_energy(images: Tensor) -> Tensor:
@@ -183,19 +92,15 @@ def evaluate(
     model: VAEGAN,
     dataset: CelebADataset | ImageFolderDataset,
     *,
-    count: int = 1000,
-    batch_size: int = 64,
-    device: str | torch.device = "cpu",
+    options: InferenceOptions = EVALUATION_OPTIONS,
     seed: int = 0,
-    num_workers: int = 0,
-    progress: bool = False,
 ) -> dict[str, float]:
-    """Measure the model on the first `count` readable images of `dataset`.
+    """Measure the model on the first `options.count` readable images of `dataset`.
 
     Runs in eval mode without gradients (the model's mode is restored afterwards; the model is
-    moved to `device`). Reconstructions decode the posterior mean mu, never a sample, so the
-    figures are deterministic. Every figure is an average over images, so it does not depend on
-    the batch size. Pixels are in the model's [-1, 1] range.
+    moved to `options.device`). Reconstructions decode the posterior mean mu, never a sample, so
+    the figures are deterministic. Every figure is an average over images, so it does not depend
+    on the batch size. Pixels are in the model's [-1, 1] range.
 
     Returns:
         reconstruction_mse: mean over images of the mean squared per-pixel error of the
@@ -213,9 +118,9 @@ def evaluate(
         sharpness_samples: the same ratio for as many images decoded from z ~ N(0, I), drawn
             from a generator seeded with `seed` (see `prior_latents`).
         images: how many images were evaluated.
-        damaged: how many of the first `count` files could not be read and were skipped.
+        damaged: how many of the first `options.count` files could not be read and were skipped.
     """
-    options = InferenceOptions(count, batch_size, device, num_workers, progress)
+    device = options.device
     batches = ReadableBatches(dataset, options, "evaluating")
     model.to(device)
     totals = dict.fromkeys(("mse", "similarity", "kl", "energy_real", "energy_recon"), 0.0)
@@ -247,7 +152,9 @@ def evaluate(
     latents = prior_latents(images, model.config.latent_dim, seed=seed)
     energy_samples = sum(
         float(high_frequency_energy(samples).double().sum())
-        for samples in decode_in_batches(model, latents, batch_size=batch_size, device=device)
+        for samples in decode_in_batches(
+            model, latents, batch_size=options.batch_size, device=device
+        )
     )
     energy_real = totals["energy_real"]
     return {

@@ -208,12 +208,12 @@ def _finish(trainer: Trainer, args: argparse.Namespace) -> None:
     evaluation_extra: dict[str, Any] = {}
     if getattr(trainer.dataset, "attribute_names", ()):
         from training.attributes import compute_attribute_vectors
+        from training.inference import InferenceOptions
 
         report = compute_attribute_vectors(
             trainer.inference_model,
             trainer.dataset,
-            count=args.attribute_count,
-            device=trainer.device,
+            options=InferenceOptions(count=args.attribute_count, device=trainer.device),
         )
         attributes = report.vectors
         evaluation_extra["attributes"] = {"images": report.images, "skipped": list(report.skipped)}

@@ -27,7 +27,7 @@ import os
 import reprlib
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
@@ -54,7 +54,7 @@ from model.safetensors_file import (
     versioned_json_metadata,
 )
 from training.data import CelebADataset
-from training.evaluate import InferenceOptions, ReadableBatches, progress_bar
+from training.inference import InferenceOptions, ReadableBatches, progress_bar
 
 FORMAT_NAME = "vaegan-judge"
 FORMAT_VERSION = 1
@@ -66,6 +66,8 @@ DEFAULT_KERNEL_SIZE = 5
 _MAX_STAGES = 8
 # Inference batches: large enough to keep a GPU busy, small enough for a CPU's cache.
 _INFERENCE_BATCH = 256
+# Images per batch when `train_judge` decodes a split into memory.
+_DECODE_BATCH = 256
 # Trained by scripts/train_demo.sh on the synthetic faces; `evaluate` uses it for synthetic data.
 BUNDLED_JUDGE_NAME = "judge-synthetic.safetensors"
 
@@ -279,20 +281,13 @@ class DecodedImages:
         return x, (self.labels[rows] > 0).to(torch.float32)
 
 
-def decode_split(
-    dataset: CelebADataset,
-    *,
-    count: int | None = None,
-    batch_size: int = 256,
-    num_workers: int = 0,
-    progress: bool = False,
-) -> DecodedImages:
-    """The first `count` images of a labelled split (all by default), unflipped, in memory."""
-    total = len(dataset) if count is None else min(count, len(dataset))
-    options = InferenceOptions(total, batch_size, num_workers=num_workers, progress=progress)
+def decode_split(dataset: CelebADataset, *, options: InferenceOptions) -> DecodedImages:
+    """The first `options.count` images of a labelled split, unflipped, in memory (no model runs,
+    so `options.device` plays no part)."""
+    total = min(options.count, len(dataset))
     batches = ReadableBatches(dataset, options, f"decoding {dataset.split}")
     images, labels = [], []
-    with _one_thread() if num_workers == 0 else contextlib.nullcontext():
+    with _one_thread() if options.num_workers == 0 else contextlib.nullcontext():
         for batch in batches:
             images.append(batch.images.add(1.0).mul_(127.5).round_().clamp_(0, 255).to(torch.uint8))
             labels.append(batch.labels)
@@ -355,8 +350,14 @@ def train_judge(
         raise ValueError("epochs and batch_size must be at least 1 and lr positive")
     preprocessing = train.preprocessing
     started = time.perf_counter()
-    train_data = decode_split(train, count=count, num_workers=num_workers, progress=progress)
-    test_data = decode_split(test, num_workers=num_workers, progress=progress)
+    decoding = InferenceOptions(
+        len(train) if count is None else count,
+        _DECODE_BATCH,
+        num_workers=num_workers,
+        progress=progress,
+    )
+    train_data = decode_split(train, options=decoding)
+    test_data = decode_split(test, options=replace(decoding, count=len(test)))
     judge = build_judge(names, preprocessing=preprocessing, architecture=architecture, seed=seed)
     judge.to(device)
     network = judge.network

@@ -21,12 +21,8 @@ from torch import Tensor
 from model.codec import Preprocessing
 from model.networks import VAEGAN
 from training.data import CelebADataset, ImageFolderDataset
-from training.evaluate import (
-    InferenceOptions,
-    ReadableBatches,
-    evaluation_mode,
-    generate_samples,
-)
+from training.evaluate import EVALUATION_OPTIONS, generate_samples
+from training.inference import InferenceOptions, ReadableBatches, evaluation_mode
 from training.judge import Judge
 
 DEFAULT_EDIT_STRENGTH = 1.5
@@ -113,17 +109,14 @@ def evaluate_with_judge(
     vectors: Mapping[str, Tensor] | None = None,
     edit_strength: float = DEFAULT_EDIT_STRENGTH,
     edit_strengths: Mapping[str, float] | None = None,
-    count: int = 1000,
-    batch_size: int = 64,
-    device: str | torch.device = "cpu",
+    options: InferenceOptions = EVALUATION_OPTIONS,
     seed: int = 0,
-    num_workers: int = 0,
-    progress: bool = False,
 ) -> JudgeEvaluation:
-    """Judge the model's reconstructions, edits and samples on the first `count` readable images.
+    """Judge the model's reconstructions, edits and samples on the first `options.count` images.
 
-    Runs in eval mode without gradients; model and judge are moved to `device`. Verdicts are
-    the judge's probability > 1/2. Over the images x with true labels y (in {-1, +1}):
+    Unreadable files among them are skipped. Runs in eval mode without gradients; model and judge
+    are moved to `options.device`. Verdicts are the judge's probability > 1/2. Over the images x
+    with true labels y (in {-1, +1}):
 
     judge_accuracy: fraction of (image, attribute) pairs with verdict(x) = y; the best
         reconstruction_agreement can be, as far as this judge can tell.
@@ -162,7 +155,7 @@ def evaluate_with_judge(
         if not math.isfinite(strength) or strength <= 0:
             raise ValueError(f"the edit strength must be a positive number, got {strength}")
     columns = torch.tensor([data_names.index(name) for name in names])
-    options = InferenceOptions(count, batch_size, device, num_workers, progress)
+    device = options.device
     batches = ReadableBatches(dataset, options, "judging")
     model.to(device)
     judge.to(device)
@@ -200,7 +193,9 @@ def evaluate_with_judge(
     if images == 0:
         raise ValueError(f"none of the first {damaged} images could be read; nothing to evaluate")
 
-    samples = generate_samples(model, images, seed=seed, batch_size=batch_size, device=device)
+    samples = generate_samples(
+        model, images, seed=seed, batch_size=options.batch_size, device=device
+    )
     sample_features = judge.features(samples.to(device)).double().cpu()
     frechet = frechet_distance(torch.cat(real_features), sample_features)
 

@@ -15,17 +15,19 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-import torch
 from torch import Tensor
 
 from model.networks import VAEGAN
 from training.data import CelebADataset
+from training.inference import InferenceOptions
 from training.judge import Judge
 from training.judge_eval import evaluate_with_judge
 
 CANDIDATES = (0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0)
 # The quality bars an edit is held to, by the judge's figure name.
 EDIT_TARGETS = {"edit_success_add": 0.80, "edit_success_remove": 0.95, "edit_preservation": 0.90}
+# Fewer faces than `evaluate` reads: they are judged once per candidate strength.
+STRENGTH_OPTIONS = InferenceOptions(count=500)
 
 
 @dataclass(frozen=True)
@@ -60,11 +62,7 @@ def choose_strengths(
     vectors: Mapping[str, Tensor],
     *,
     candidates: Sequence[float] = CANDIDATES,
-    count: int = 500,
-    batch_size: int = 64,
-    device: str | torch.device = "cpu",
-    num_workers: int = 0,
-    progress: bool = False,
+    options: InferenceOptions = STRENGTH_OPTIONS,
 ) -> dict[str, StrengthChoice]:
     """One `StrengthChoice` per attribute that both `vectors` and the judge know."""
     measured: dict[str, dict[float, dict[str, float]]] = {}
@@ -75,11 +73,7 @@ def choose_strengths(
             judge,
             vectors=vectors,
             edit_strength=strength,
-            count=count,
-            batch_size=batch_size,
-            device=device,
-            num_workers=num_workers,
-            progress=progress,
+            options=options,
         )
         for name in result.edited_attributes:
             row = result.per_attribute[name]

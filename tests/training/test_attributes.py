@@ -21,6 +21,7 @@ from training.attributes import (
     write_attributes,
 )
 from training.data import CelebADataset, ImageFolderDataset
+from training.inference import InferenceOptions
 
 
 @pytest.fixture
@@ -40,7 +41,9 @@ def _posterior_means(model: VAEGAN, dataset: CelebADataset) -> torch.Tensor:
 
 
 def test_vectors_are_differences_of_class_means_of_mu(model, faces):
-    report = compute_attribute_vectors(model, faces, batch_size=16, min_examples=3)
+    report = compute_attribute_vectors(
+        model, faces, options=InferenceOptions(count=10_000, batch_size=16), min_examples=3
+    )
 
     mu = _posterior_means(model, faces)
     assert report.images == len(faces) == 60 and report.damaged == 0
@@ -66,13 +69,19 @@ def test_controlled_vectors_hold_the_other_attributes_fixed(model, faces):
     """Twice the joint least-squares coefficient of each label: the change from y_a = -1 to +1
     with every other labelled attribute held fixed."""
     report = compute_attribute_vectors(
-        model, faces, batch_size=16, min_examples=3, direction="controlled"
+        model,
+        faces,
+        options=InferenceOptions(count=10_000, batch_size=16),
+        min_examples=3,
+        direction="controlled",
     )
     mu = _posterior_means(model, faces)
     labels = faces.labels.double()
     design = torch.cat([torch.ones(len(labels), 1, dtype=torch.float64), labels], 1)
     coefficients = torch.linalg.pinv(design) @ mu  # minimum-norm least squares
-    plain = compute_attribute_vectors(model, faces, batch_size=16, min_examples=3)
+    plain = compute_attribute_vectors(
+        model, faces, options=InferenceOptions(count=10_000, batch_size=16), min_examples=3
+    )
     assert list(report.vectors) == list(plain.vectors)
     differs = 0
     for column, name in enumerate(faces.attribute_names):
@@ -99,7 +108,9 @@ def test_with_one_labelled_attribute_controlled_is_the_mean_difference(model, fa
 
 
 def test_count_takes_the_first_images(model, faces):
-    report = compute_attribute_vectors(model, faces, count=20, batch_size=16, min_examples=1)
+    report = compute_attribute_vectors(
+        model, faces, options=InferenceOptions(count=20, batch_size=16), min_examples=1
+    )
     assert report.images == 20
     smiling = report.vectors.get("Smiling")
     assert smiling is not None and smiling.positives + smiling.negatives == 20
@@ -110,7 +121,9 @@ def test_count_takes_the_first_images(model, faces):
 
 def test_rare_attributes_are_skipped_and_logged(model, faces, caplog):
     with caplog.at_level(logging.WARNING, logger="training.attributes"):
-        report = compute_attribute_vectors(model, faces, batch_size=32, min_examples=25)
+        report = compute_attribute_vectors(
+            model, faces, options=InferenceOptions(count=10_000, batch_size=32), min_examples=25
+        )
 
     positives = (faces.labels == 1).sum(0).tolist()
     expected_skipped = {
@@ -130,11 +143,15 @@ def test_train_mode_does_not_leak_in(model, synthetic_celeba, faces):
     dataset = CelebADataset(synthetic_celeba, split="all", preprocessing=PREPROCESSING)
     model.train()
     try:
-        report = compute_attribute_vectors(model, dataset, batch_size=16, min_examples=5)
+        report = compute_attribute_vectors(
+            model, dataset, options=InferenceOptions(count=10_000, batch_size=16), min_examples=5
+        )
         assert model.training, "the caller's train mode must be restored"
     finally:
         model.eval()
-    plain = compute_attribute_vectors(model, faces, batch_size=60, min_examples=5)
+    plain = compute_attribute_vectors(
+        model, faces, options=InferenceOptions(count=10_000, batch_size=60), min_examples=5
+    )
     for name, attribute in plain.vectors.items():
         torch.testing.assert_close(report.vectors[name].vector, attribute.vector)
 
@@ -142,7 +159,9 @@ def test_train_mode_does_not_leak_in(model, synthetic_celeba, faces):
 def test_damaged_images_are_skipped_and_counted(model, celeba_copy):
     (celeba_copy / "img_align_celeba" / "000003.jpg").write_bytes(b"not a jpeg at all")
     dataset = CelebADataset(celeba_copy, split="all", preprocessing=PREPROCESSING)
-    report = compute_attribute_vectors(model, dataset, batch_size=16, min_examples=3)
+    report = compute_attribute_vectors(
+        model, dataset, options=InferenceOptions(count=10_000, batch_size=16), min_examples=3
+    )
     assert (report.images, report.damaged) == (59, 1)
     assert report.vectors["Smiling"].positives + report.vectors["Smiling"].negatives == 59
 
@@ -170,7 +189,9 @@ def _checkpoint_with_metadata(model: VAEGAN, path: Path) -> Path:
 def test_write_attributes_replaces_vectors_and_keeps_the_rest(model, faces, tmp_path):
     path = _checkpoint_with_metadata(model, tmp_path / "model.safetensors")
     before = load_checkpoint(path)
-    report = compute_attribute_vectors(model, faces, batch_size=16, min_examples=5)
+    report = compute_attribute_vectors(
+        model, faces, options=InferenceOptions(count=10_000, batch_size=16), min_examples=5
+    )
     source = {"data": "/data/synthetic", "split": "all", "images": report.images}
 
     assert write_attributes(path, report.vectors, source=source) == path
@@ -206,7 +227,9 @@ def test_write_attributes_refuses_a_checkpoint_that_changed_meanwhile(model, tmp
 def test_an_interrupted_write_leaves_the_old_checkpoint(model, faces, tmp_path, monkeypatch):
     path = _checkpoint_with_metadata(model, tmp_path / "model.safetensors")
     original = path.read_bytes()
-    report = compute_attribute_vectors(model, faces, batch_size=16, min_examples=5)
+    report = compute_attribute_vectors(
+        model, faces, options=InferenceOptions(count=10_000, batch_size=16), min_examples=5
+    )
 
     def crash(source: object, target: object) -> None:
         raise OSError("simulated crash before the rename")

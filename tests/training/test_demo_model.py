@@ -12,6 +12,7 @@ import torch
 from model.checkpoint import load_checkpoint
 from model.demo import demo_checkpoint_path
 from training.data import CelebADataset
+from training.inference import InferenceOptions
 from training.judge import bundled_judge_path, load_judge
 from training.judge_eval import evaluate_with_judge
 from training.synth import SYNTH_ATTRIBUTES, generate_synthetic_celeba
@@ -71,7 +72,7 @@ def test_reconstructions_and_edits_of_fresh_faces_pass_the_judge(demo, judge, fr
         judge,
         vectors={name: a.vector for name, a in demo.attributes.items()},
         edit_strength=demo.header.evaluation.get("edit_strength", 1.5),
-        count=FRESH_FACES,
+        options=InferenceOptions(count=FRESH_FACES),
     )
     metrics = result.metrics
     # docs/results.md, on 1,000 test faces at s = 3: agreement 84.0%, adding 46.7%, removing

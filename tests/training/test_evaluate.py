@@ -15,6 +15,7 @@ from training.evaluate import (
     high_frequency_energy,
     prior_latents,
 )
+from training.inference import InferenceOptions
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +49,7 @@ def test_high_frequency_energy_falls_with_blur_and_is_zero_when_flat(real_images
 
 def test_evaluate_reports_every_metric_finite(model, synthetic_celeba):
     test_split = CelebADataset(synthetic_celeba, split="test", preprocessing=PREPROCESSING)
-    metrics = evaluate(model, test_split, batch_size=4)
+    metrics = evaluate(model, test_split, options=InferenceOptions(count=1000, batch_size=4))
 
     assert set(metrics) == {*METRIC_NAMES, "images", "damaged"}
     assert (metrics["images"], metrics["damaged"]) == (len(test_split), 0)
@@ -61,7 +62,7 @@ def test_evaluate_reports_every_metric_finite(model, synthetic_celeba):
 
 
 def test_evaluate_matches_a_hand_computation(model, faces, real_images):
-    metrics = evaluate(model, faces, batch_size=16, seed=5)
+    metrics = evaluate(model, faces, options=InferenceOptions(count=1000, batch_size=16), seed=5)
 
     with torch.no_grad():
         mu, logvar = model.encode(real_images)
@@ -85,15 +86,15 @@ def test_evaluate_matches_a_hand_computation(model, faces, real_images):
 
 def test_training_lowers_the_reconstruction_error(model, faces):
     untrained = build_vaegan(get_preset("small64"), seed=0)
-    before = evaluate(untrained, faces, count=30, batch_size=30)
-    after = evaluate(model, faces, count=30, batch_size=30)
+    before = evaluate(untrained, faces, options=InferenceOptions(count=30, batch_size=30))
+    after = evaluate(model, faces, options=InferenceOptions(count=30, batch_size=30))
     assert after["reconstruction_mse"] < 0.8 * before["reconstruction_mse"]
 
 
 def test_samples_depend_only_on_the_seed(model, faces):
-    first = evaluate(model, faces, count=12, batch_size=5, seed=1)
-    again = evaluate(model, faces, count=12, batch_size=12, seed=1)
-    other = evaluate(model, faces, count=12, batch_size=12, seed=2)
+    first = evaluate(model, faces, options=InferenceOptions(count=12, batch_size=5), seed=1)
+    again = evaluate(model, faces, options=InferenceOptions(count=12, batch_size=12), seed=1)
+    other = evaluate(model, faces, options=InferenceOptions(count=12, batch_size=12), seed=2)
     assert first == pytest.approx(again, rel=1e-5)
     assert other["sharpness_samples"] != pytest.approx(first["sharpness_samples"], rel=1e-5)
     assert other["reconstruction_mse"] == pytest.approx(first["reconstruction_mse"], rel=1e-5)
@@ -106,7 +107,7 @@ def test_samples_depend_only_on_the_seed(model, faces):
 def test_evaluate_counts_damaged_images_and_reads_plain_folders(model, celeba_copy):
     (celeba_copy / "img_align_celeba" / "000002.jpg").write_bytes(b"\xff\xd8 truncated")
     folder = ImageFolderDataset(celeba_copy / "img_align_celeba", preprocessing=PREPROCESSING)
-    metrics = evaluate(model, folder, count=10, batch_size=4)
+    metrics = evaluate(model, folder, options=InferenceOptions(count=10, batch_size=4))
     assert (metrics["images"], metrics["damaged"]) == (9, 1)
 
 
@@ -114,7 +115,7 @@ def test_evaluate_restores_train_mode_and_refuses_nothing_to_read(model, celeba_
     model.train()
     try:
         folder = ImageFolderDataset(celeba_copy / "img_align_celeba", preprocessing=PREPROCESSING)
-        evaluate(model, folder, count=2)
+        evaluate(model, folder, options=InferenceOptions(count=2))
         assert model.training
     finally:
         model.eval()
@@ -122,4 +123,4 @@ def test_evaluate_restores_train_mode_and_refuses_nothing_to_read(model, celeba_
         path.write_bytes(b"")
     broken = ImageFolderDataset(celeba_copy / "img_align_celeba", preprocessing=PREPROCESSING)
     with pytest.raises(ValueError, match="could be read"):
-        evaluate(model, broken, count=1)
+        evaluate(model, broken, options=InferenceOptions(count=1))

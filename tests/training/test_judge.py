@@ -14,6 +14,7 @@ from tests.training.conftest import PREPROCESSING
 from training.attributes import compute_attribute_vectors
 from training.cli import main
 from training.data import SYNTHETIC_MANIFEST_FILE, CelebADataset
+from training.inference import InferenceOptions
 from training.judge import (
     FORMAT_NAME,
     FORMAT_VERSION,
@@ -64,7 +65,9 @@ def judge_file(splits, tmp_path_factory) -> Path:
 def checkpoint_file(shared_small64, synthetic_celeba, tmp_path_factory) -> Path:
     """The briefly trained small64 model with attribute vectors for most attributes."""
     faces = CelebADataset(synthetic_celeba, split="all", preprocessing=PREPROCESSING)
-    vectors = compute_attribute_vectors(shared_small64, faces, batch_size=60, min_examples=3)
+    vectors = compute_attribute_vectors(
+        shared_small64, faces, options=InferenceOptions(count=10_000, batch_size=60), min_examples=3
+    )
     path = tmp_path_factory.mktemp("checkpoints") / "model.safetensors"
     return save_checkpoint(
         path, shared_small64, preprocessing=PREPROCESSING, attributes=vectors.vectors
@@ -206,7 +209,7 @@ def test_save_writes_atomically(judge_file, tmp_path):
 
 def test_decoding_keeps_images_to_within_one_grey_level(splits):
     train, _ = splits
-    decoded = decode_split(train, count=4)
+    decoded = decode_split(train, options=InferenceOptions(count=4))
     assert decoded.images.dtype == torch.uint8 and decoded.images.shape == (4, 3, 64, 64)
     images, targets = decoded.batch(torch.arange(4))
     exact = torch.stack([train.load(i) for i in range(4)])
@@ -280,7 +283,11 @@ def test_evaluate_with_a_judge_gives_fractions_and_per_attribute_figures(
     faces = CelebADataset(synthetic_celeba, split="all", preprocessing=PREPROCESSING)
     vectors = {name: a.vector for name, a in checkpoint.attributes.items()}
     result = evaluate_with_judge(
-        checkpoint.model, faces, judge, vectors=vectors, count=12, batch_size=8
+        checkpoint.model,
+        faces,
+        judge,
+        vectors=vectors,
+        options=InferenceOptions(count=12, batch_size=8),
     )
     assert set(result.metrics) == set(JUDGE_METRIC_NAMES)
     assert all(0.0 <= result.metrics[name] <= 1.0 for name in FRACTIONS)
@@ -297,7 +304,7 @@ def test_evaluate_with_a_judge_gives_fractions_and_per_attribute_figures(
 def test_edit_figures_are_undefined_without_vectors(checkpoint_file, judge_file, synthetic_celeba):
     checkpoint, judge = load_checkpoint(checkpoint_file), load_judge(judge_file)
     faces = CelebADataset(synthetic_celeba, split="test", preprocessing=PREPROCESSING)
-    result = evaluate_with_judge(checkpoint.model, faces, judge, count=6)
+    result = evaluate_with_judge(checkpoint.model, faces, judge, options=InferenceOptions(count=6))
     assert result.edited_attributes == ()
     assert math.isnan(result.metrics["edit_success_add"])
     assert 0.0 <= result.metrics["reconstruction_agreement"] <= 1.0

@@ -17,6 +17,7 @@ from training.attributes import compute_attribute_vectors
 from training.cli import main
 from training.data import CelebADataset
 from training.evaluate import METRIC_NAMES
+from training.inference import InferenceOptions
 
 VAEGAN_TRAIN = Path(sys.executable).parent / "vaegan-train"
 CELL = 64 + 2  # a 64-pixel image plus make_grid's 2-pixel padding
@@ -35,7 +36,12 @@ def checkpoint_with_vectors(plain_checkpoint, synthetic_celeba) -> Path:
     """The same model with attribute vectors (at least Smiling and Male); do not modify."""
     checkpoint = load_checkpoint(plain_checkpoint)
     faces = CelebADataset(synthetic_celeba, split="all", preprocessing=PREPROCESSING)
-    report = compute_attribute_vectors(checkpoint.model, faces, batch_size=32, min_examples=5)
+    report = compute_attribute_vectors(
+        checkpoint.model,
+        faces,
+        options=InferenceOptions(count=10_000, batch_size=32),
+        min_examples=5,
+    )
     assert {"Smiling", "Male"} <= set(report.vectors)
     path = plain_checkpoint.with_name("with-vectors.safetensors")
     return save_checkpoint(

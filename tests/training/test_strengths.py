@@ -13,6 +13,7 @@ from tests.training.conftest import PREPROCESSING
 from training.attributes import compute_attribute_vectors
 from training.cli import main
 from training.data import CelebADataset
+from training.inference import InferenceOptions
 from training.strengths import CANDIDATES, EDIT_TARGETS, pick_strength
 
 
@@ -48,7 +49,9 @@ def test_when_no_strength_reaches_the_targets_the_closest_is_chosen():
 @pytest.fixture
 def float16_checkpoint(shared_small64, synthetic_celeba, tmp_path):
     faces = CelebADataset(synthetic_celeba, split="all", preprocessing=PREPROCESSING)
-    report = compute_attribute_vectors(shared_small64, faces, batch_size=32, min_examples=5)
+    report = compute_attribute_vectors(
+        shared_small64, faces, options=InferenceOptions(count=10_000, batch_size=32), min_examples=5
+    )
     return save_checkpoint(
         tmp_path / "model.safetensors",
         shared_small64,

@@ -7,7 +7,7 @@ import argparse
 import math
 from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol, TypedDict
+from typing import Protocol
 
 import torch
 from torch import Tensor
@@ -17,6 +17,7 @@ from model.checkpoint import Checkpoint, load_checkpoint
 from model.codec import encode_png, make_grid
 from model.device import DEVICE_NAMES, select_device
 from training.data import SPLITS
+from training.inference import InferenceOptions
 
 MAX_STRENGTHS = 16
 GRID_PADDING = 2
@@ -145,22 +146,15 @@ def add_png_out_argument(parser: argparse.ArgumentParser) -> None:
 # using the arguments
 
 
-class DataOptions(TypedDict):
-    """What the flags of `add_data_arguments` ask of the functions that read the images."""
-
-    count: int
-    batch_size: int
-    num_workers: int
-    progress: bool
-
-
-def data_options(args: argparse.Namespace) -> DataOptions:
-    return {
-        "count": args.count,
-        "batch_size": args.batch_size,
-        "num_workers": args.workers,
-        "progress": not args.quiet,
-    }
+def data_options(args: argparse.Namespace, device: torch.device) -> InferenceOptions:
+    """How the flags of `add_data_arguments` ask the images to be read, for a model on `device`."""
+    return InferenceOptions(
+        count=args.count,
+        batch_size=args.batch_size,
+        device=device,
+        num_workers=args.workers,
+        progress=not args.quiet,
+    )
 
 
 def load_for_command(args: argparse.Namespace) -> tuple[Checkpoint, torch.device]:

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import argparse
 
-from training.attributes import DIRECTIONS, compute_attribute_vectors, write_attributes
+from training.attributes import (
+    ATTRIBUTE_OPTIONS,
+    DIRECTIONS,
+    compute_attribute_vectors,
+    write_attributes,
+)
 from training.commands._args import (
     Subparsers,
     add_checkpoint_arguments,
@@ -32,7 +37,7 @@ def register(subparsers: Subparsers) -> None:
     add_data_arguments(
         parser,
         data_help="a CelebA-layout folder (labels required)",
-        default_count=10_000,
+        default_count=ATTRIBUTE_OPTIONS.count,
         default_split="train",
     )
     parser.add_argument(
@@ -59,10 +64,9 @@ def run_attributes(args: argparse.Namespace) -> int:
     report = compute_attribute_vectors(
         checkpoint.model,
         dataset,
-        device=device,
+        options=data_options(args, device),
         min_examples=args.min_examples,
         direction=args.direction,
-        **data_options(args),
     )
     print(f"{'attribute':<24}{'positives':>10}{'negatives':>10}{'norm':>10}")
     for name, attribute in report.vectors.items():

@@ -20,7 +20,7 @@ from training.commands._args import (
     positive_number,
 )
 from training.data import CelebADataset, open_dataset, read_synthetic_manifest
-from training.evaluate import METRIC_NAMES, evaluate
+from training.evaluate import EVALUATION_OPTIONS, METRIC_NAMES, evaluate
 from training.judge import bundled_judge_path, load_judge
 from training.judge_eval import (
     DEFAULT_EDIT_STRENGTH,
@@ -55,7 +55,7 @@ def register(subparsers: Subparsers) -> None:
     add_data_arguments(
         parser,
         data_help="CelebA folder or image folder",
-        default_count=1000,
+        default_count=EVALUATION_OPTIONS.count,
         default_split="test",
     )
     parser.add_argument("--seed", type=int_in_range(0), default=0, help="seed for the samples")
@@ -97,9 +97,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
             data_attributes=tuple(dataset.attribute_names),
             preprocessing=checkpoint.preprocessing,
         )
-    metrics = evaluate(
-        checkpoint.model, dataset, device=device, seed=args.seed, **data_options(args)
-    )
+    options = data_options(args, device)
+    metrics = evaluate(checkpoint.model, dataset, options=options, seed=args.seed)
     judged = None
     if judge is not None:
         judged = evaluate_with_judge(
@@ -109,9 +108,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
             vectors={name: a.vector for name, a in checkpoint.attributes.items()},
             edit_strength=args.edit_strength or DEFAULT_EDIT_STRENGTH,
             edit_strengths=None if args.edit_strength else recorded_strengths(checkpoint),
-            device=device,
+            options=options,
             seed=args.seed,
-            **data_options(args),
         )
     if args.json:
         report: dict[str, Any] = dict(metrics)

@@ -23,7 +23,7 @@ from training.commands._args import (
 from training.data import CelebADataset
 from training.judge import bundled_judge_path, load_judge
 from training.judge_eval import check_judge_compatible
-from training.strengths import EDIT_TARGETS, choose_strengths
+from training.strengths import EDIT_TARGETS, STRENGTH_OPTIONS, choose_strengths
 
 HELP = "choose a default edit strength per attribute with a judge"
 DESCRIPTION = (
@@ -41,7 +41,10 @@ def register(subparsers: Subparsers) -> None:
     parser = add_command(subparsers, "strengths", run_strengths, help=HELP, description=DESCRIPTION)
     add_checkpoint_arguments(parser)
     add_data_arguments(
-        parser, data_help="a CelebA-layout folder", default_count=500, default_split="val"
+        parser,
+        data_help="a CelebA-layout folder",
+        default_count=STRENGTH_OPTIONS.count,
+        default_split="val",
     )
     parser.add_argument(
         "--judge", type=Path, help="an attribute judge (default: the bundled synthetic one)"
@@ -61,12 +64,7 @@ def run_strengths(args: argparse.Namespace) -> int:
     )
     vectors = {name: a.vector for name, a in checkpoint.attributes.items()}
     choices = choose_strengths(
-        checkpoint.model,
-        faces,
-        judge,
-        vectors,
-        device=device,
-        **data_options(args),
+        checkpoint.model, faces, judge, vectors, options=data_options(args, device)
     )
     print(f"{'attribute':<24}{'s':>6}{'add':>8}{'remove':>8}{'keep':>8}  targets")
     for name, choice in choices.items():
