@@ -21,6 +21,7 @@ from torch.optim import Optimizer
 
 from model.atomic import atomic_write_bytes, remove_stale_temporaries
 from model.files import FileRefusedError, read_regular_file, strict_json_loads
+from training.averaging import AVERAGED_NETWORKS, WeightAverage
 
 STATE_FILE = "state.safetensors"
 STATE_FORMAT = "vaegan-training-state"
@@ -34,8 +35,6 @@ _RUN_FILES: dict[str, tuple[str, ...]] = {
     "checkpoints": ("step-*.safetensors",),
     "samples": ("samples-*.png", "reconstructions-*.png"),
 }
-# The networks whose weights a run may average for inference (D is never averaged).
-_AVERAGED = ("encoder", "decoder")
 
 
 class TrainingError(ValueError):
@@ -71,15 +70,15 @@ def load_training_state(path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
 
 
 def training_state_tensors(
-    model: nn.Module, averaged: nn.Module | None, optimizers: Mapping[str, Optimizer]
+    model: nn.Module, average: WeightAverage | None, optimizers: Mapping[str, Optimizer]
 ) -> dict[str, Tensor]:
     """The tensors of a resume file, flat for safetensors: `model.*` the weights and batch-norm
     statistics, `averaged.{encoder,decoder}.*` the averaged weights if the run keeps them, and
     `optim.{network}.{parameter index}.{slot}` each optimiser's per-parameter state."""
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    if averaged is not None:
-        for name in _AVERAGED:
-            for key, value in getattr(averaged, name).state_dict().items():
+    if average is not None:
+        for name in AVERAGED_NETWORKS:
+            for key, value in getattr(average.model, name).state_dict().items():
                 tensors[f"averaged.{name}.{key}"] = value.detach().cpu().contiguous()
     for name, optimizer in optimizers.items():
         for index, slot in optimizer.state_dict()["state"].items():
@@ -91,14 +90,14 @@ def training_state_tensors(
 def restore_training_state(
     tensors: dict[str, Tensor],
     model: nn.Module,
-    averaged: nn.Module | None,
+    average: WeightAverage | None,
     optimizers: Mapping[str, Optimizer],
 ) -> None:
     """Load `training_state_tensors`'s tensors back into the same kinds of objects."""
     model.load_state_dict(_under("model.", tensors), strict=True)
-    if averaged is not None:
-        for name in _AVERAGED:
-            getattr(averaged, name).load_state_dict(
+    if average is not None:
+        for name in AVERAGED_NETWORKS:
+            getattr(average.model, name).load_state_dict(
                 _under(f"averaged.{name}.", tensors), strict=True
             )
     for name, optimizer in optimizers.items():

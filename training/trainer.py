@@ -12,11 +12,9 @@ counters) is in the state file.
 from __future__ import annotations
 
 import contextlib
-import copy
 import logging
 import math
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +26,11 @@ from model.checkpoint import save_checkpoint
 from model.codec import Preprocessing
 from model.networks import VAEGAN
 from training import losses
+from training.averaging import WeightAverage
 from training.data import Batch, Sample, collate_samples
 from training.distributed import DistributedContext
 from training.plots import write_sample_grids
+from training.progress import Counters, ProgressBar, StepStats, Window
 from training.recipe import Recipe, describe_recipe
 from training.run_dir import (
     METRICS_FILE,
@@ -55,16 +55,6 @@ class DivergenceError(TrainingError):
 
 
 @dataclass
-class StepStats:
-    """One step's figures, per image: the paper's loss terms by name and the GAN's state."""
-
-    values: dict[str, float]
-    update_discriminator: bool
-    update_decoder: bool
-    images: int
-
-
-@dataclass
 class TrainerOptions:
     total_steps: int
     checkpoint_every: int = 500
@@ -75,47 +65,6 @@ class TrainerOptions:
     grid_size: int = 64
     # The command line that started the run, recorded in checkpoints so it can be reproduced.
     command: str = ""
-
-
-@dataclass
-class Counters:
-    steps: int = 0
-    discriminator_skips: int = 0
-    decoder_skips: int = 0
-    damaged_images: int = 0
-    thin_batches: int = 0  # batches with < 2 good images, which batch norm cannot train on
-
-    def to_dict(self) -> dict[str, int]:
-        return dict(self.__dict__)
-
-
-@dataclass
-class _Window:
-    """Running means of the figures since the last log line."""
-
-    sums: dict[str, float] = field(default_factory=dict)
-    count: int = 0
-    images: int = 0
-    discriminator_skips: int = 0
-    decoder_skips: int = 0
-    started: float = field(default_factory=time.perf_counter)
-
-    def add(self, stats: StepStats) -> None:
-        for name, value in stats.values.items():
-            self.sums[name] = self.sums.get(name, 0.0) + value
-        self.count += 1
-        self.images += stats.images
-        self.discriminator_skips += not stats.update_discriminator
-        self.decoder_skips += not stats.update_decoder
-
-    def summary(self) -> dict[str, float]:
-        elapsed = max(time.perf_counter() - self.started, 1e-9)
-        count = max(self.count, 1)
-        figures = {name: total / count for name, total in self.sums.items()}
-        figures["images_per_second"] = self.images / elapsed
-        figures["skip_rate_discriminator"] = self.discriminator_skips / count
-        figures["skip_rate_decoder"] = self.decoder_skips / count
-        return figures
 
 
 class Trainer:
@@ -141,7 +90,9 @@ class Trainer:
         self.on_cuda = self.device.type == "cuda"
         _to_device(self.model, self.device)
         self.nets = Networks(model, context)
-        self.averaged = _averaged_copy(model) if recipe.ema_decay is not None else None
+        self.average = (
+            WeightAverage(model, recipe.ema_decay) if recipe.ema_decay is not None else None
+        )
         self.uses_dropout = any(isinstance(m, nn.Dropout) for m in model.modules())
         self.optimizers = {name: recipe.optimizer(getattr(model, name)) for name in NETWORK_NAMES}
         self.counters = Counters()
@@ -157,19 +108,16 @@ class Trainer:
         self.fixed_images = self._readable_images(options.grid_size // 2)
 
     def fit(self) -> None:
-        from tqdm import tqdm
-
         total = self.options.total_steps
         main = self.context.is_main
-        bar = tqdm(
-            total=total * self.recipe.batch_size,
-            initial=self.counters.steps * self.recipe.batch_size,
-            unit="img",
-            unit_scale=True,
-            disable=not (self.options.progress and main),
-            dynamic_ncols=True,
+        bar = ProgressBar(
+            total,
+            self.recipe.batch_size,
+            done_steps=self.counters.steps,
+            visible=self.options.progress and main,
+            equilibrium=self.recipe.uses_equilibrium,
         )
-        window = _Window()
+        window = Window()
         self.model.train()
         while self.counters.steps < total:
             step = self.counters.steps
@@ -180,12 +128,14 @@ class Trainer:
                 self.counters.steps = step
                 if stats is not None:
                     window.add(stats)
-                bar.update(self.recipe.batch_size)
+                bar.advance()
                 if step % self.options.log_every == 0 or step == total:
                     figures = window.summary()
-                    window = _Window()
+                    window = Window()
                     if main:
-                        self._log(step, epoch, figures, bar)
+                        record = {"step": step, "epoch": epoch} | figures | self.counters.reported()
+                        append_metrics(self.run_dir / METRICS_FILE, record)
+                        bar.show(step, figures)
                 if step % self.options.checkpoint_every == 0 or step == total:
                     self.save(step)
                 if step >= total:
@@ -264,7 +214,8 @@ class Trainer:
         if update_discriminator and self.recipe.uses_discriminator:
             self.optimizers["discriminator"].step()
         self.context.sync_buffers(self.model)
-        self._update_average(step)
+        if self.average is not None:
+            self.average.update(self.model, step)
         self.counters.discriminator_skips += not update_discriminator
         self.counters.decoder_skips += not update_decoder
         values["lr"] = lr
@@ -272,54 +223,10 @@ class Trainer:
             values, update_discriminator, update_decoder, len(images) * self.context.world_size
         )
 
-    @torch.no_grad()
-    def _update_average(self, step: int) -> None:
-        if self.averaged is None or self.recipe.ema_decay is None:
-            return
-        # Short runs must not keep the initial weights in the average: the decay ramps up as
-        # (1 + t) / (10 + t) until it reaches the recipe's.
-        decay = min(self.recipe.ema_decay, (1 + step) / (10 + step))
-        for name in ("encoder", "decoder"):
-            live = getattr(self.model, name).state_dict()
-            for key, average in getattr(self.averaged, name).state_dict().items():
-                if average.is_floating_point():
-                    average.lerp_(live[key], 1.0 - decay)
-                else:
-                    average.copy_(live[key])
-
     @property
     def inference_model(self) -> VAEGAN:
         """What checkpoints, grids and attribute vectors use: the averaged weights if any."""
-        return self.averaged if self.averaged is not None else self.model
-
-    def _log(self, step: int, epoch: int, figures: dict[str, float], bar: Any) -> None:
-        record = {"step": step, "epoch": epoch, **figures, **self._counter_figures()}
-        append_metrics(self.run_dir / METRICS_FILE, record)
-        shown = {
-            name: figures[name]
-            for name in ("L_prior", "L_llike", "L_gan", "L_gen", "D_x", "D_G_z")
-            if name in figures
-        }
-        postfix: dict[str, str] = {k: f"{v:.3g}" for k, v in shown.items()}
-        if self.recipe.uses_equilibrium:
-            postfix["skip_D"] = f"{figures['skip_rate_discriminator']:.0%}"
-            postfix["skip_dec"] = f"{figures['skip_rate_decoder']:.0%}"
-        bar.set_postfix(postfix, refresh=False)
-        if bar.disable:
-            log.info(
-                "step %d/%d %.1f img/s %s",
-                step,
-                self.options.total_steps,
-                figures["images_per_second"],
-                " ".join(f"{k}={v}" for k, v in postfix.items()),
-            )
-
-    def _counter_figures(self) -> dict[str, int]:
-        return {
-            "discriminator_skips": self.counters.discriminator_skips,
-            "decoder_skips": self.counters.decoder_skips,
-            "damaged_images": self.counters.damaged_images,
-        }
+        return self.average.model if self.average is not None else self.model
 
     def save(self, step: int) -> None:
         """State for resuming, a user checkpoint and the sample grids; rank 0 writes."""
@@ -332,7 +239,7 @@ class Trainer:
                     self.context.world_size,
                     checksum,
                 )
-        state = training_state_tensors(self.model, self.averaged, self.optimizers)
+        state = training_state_tensors(self.model, self.average, self.optimizers)
         if not self.context.is_main:
             return
         save_training_state(self.run_dir / STATE_FILE, state, self._state_header(step))
@@ -372,7 +279,7 @@ class Trainer:
                 "world_size": self.context.world_size,
                 "command": self.options.command,
             },
-            "evaluation": {"training": self._counter_figures()},
+            "evaluation": {"training": self.counters.reported()},
         }
 
     def write_grids(self, step: int) -> None:
@@ -386,7 +293,7 @@ class Trainer:
             self.model.train()
 
     def load_state(self, tensors: dict[str, Tensor], header: dict[str, Any]) -> None:
-        restore_training_state(tensors, self.model, self.averaged, self.optimizers)
+        restore_training_state(tensors, self.model, self.average, self.optimizers)
         _to_device(self.model, self.device)
         self.counters = Counters(**header["counters"])
         if self.context.is_main:
@@ -404,20 +311,6 @@ class Trainer:
         if not images:
             raise TrainingError("no image in the data set could be read")
         return torch.stack(images)
-
-
-def _averaged_copy(model: VAEGAN) -> VAEGAN:
-    """A copy of the encoder and decoder to average into; D is the live one (never averaged)."""
-    discriminator = model.discriminator
-    del model.discriminator  # so deepcopy leaves D (and its size) out
-    try:
-        averaged = copy.deepcopy(model).eval()
-    finally:
-        model.discriminator = discriminator
-    for parameter in averaged.parameters():
-        parameter.requires_grad_(False)
-    averaged.discriminator = discriminator
-    return averaged
 
 
 def _to_device(model: nn.Module, device: torch.device) -> None:
