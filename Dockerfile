@@ -26,6 +26,9 @@ ENV PATH=/opt/venv/bin:$PATH \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
+# PyTorch from its own index, the build for this variant: PyPI's x86_64 Linux wheel is the CUDA
+# build (several GB with its NVIDIA libraries), which the CPU image must not carry; the cuda image
+# takes the build for CUDA 12.6, its base image's.
 RUN pip install --index-url "${TORCH_INDEX_URL}" "torch==${TORCH_VERSION}"
 # Dependencies first, from pyproject alone, so source edits do not re-download them.
 COPY pyproject.toml README.md ./
