@@ -6,6 +6,8 @@ import io
 import pytest
 from PIL import Image
 
+from model.checkpoint import load_checkpoint
+from service.schemas import ModelInfo
 from tests.service.conftest import ATTRIBUTES, image_bytes, png_size
 
 FACE = image_bytes()
@@ -92,6 +94,11 @@ def test_attributes_and_model(http):
     assert info["config"]["latent_dim"] == 128
     assert info["device"] == "cpu"
     assert len(info["sha256"]) == 64
+    assert info["preset"] == "small64"
+    assert info["recipe_name"] is None  # saved without a recipe
+    # The documented response schema is all of it: nothing the header holds is left out.
+    assert set(info) == set(ModelInfo.model_fields)
+    assert set(load_checkpoint(info["path"]).header.to_json()) <= set(info)
 
 
 def test_attribute_edit_single_image(http):

@@ -89,7 +89,8 @@ def web_checkpoint(checkpoint_path: Path, tmp_path_factory: pytest.TempPathFacto
         preprocessing=checkpoint.preprocessing,
         step=1234,
         dataset={"kind": "celeba", "images": 80, "synthetic": {"count": 100, "seed": 3}},
-        recipe={"objective": "vaegan", "command": "vaegan-train fit --preset small64 --steps 1234"},
+        # The footer's preset is /model's `preset`, not read from this command line.
+        recipe={"objective": "vaegan", "command": "vaegan-train fit --steps 1234"},
         # Male has a default strength of its own (the others fall back to 1): its slider reaches
         # further and marks it.
         attributes={
