@@ -32,6 +32,7 @@ from model.config import (
     VAEGANConfig,
     get_preset,
     make_config,
+    preset_of,
 )
 from model.networks import (
     VAEGAN,
@@ -78,6 +79,7 @@ __all__ = [
     "make_grid",
     "open_image",
     "parameter_count",
+    "preset_of",
     "read_checkpoint_header",
     "save_checkpoint",
 ]

@@ -4,9 +4,9 @@ Layout:
 - tensors `encoder.*`, `decoder.*`, `discriminator.*`: the plain modules' state dicts;
 - tensors `attributes.<name>`: one (latent_dim,) attribute vector per attribute;
 - metadata `format` = "vaegan-checkpoint" and `vaegan` = a JSON header: format version, model
-  config, the training objective (vaegan, vae, gan or ali), preprocessing, data set, training
-  step and recipe, attribute names with the example counts behind each vector, evaluation
-  figures.
+  config and the preset it was built from, the training objective (vaegan, vae, gan or ali),
+  preprocessing, data set, training step and recipe, attribute names with the example counts
+  behind each vector, evaluation figures.
 
 The file's framing, JSON metadata and weight checks are `model.safetensors_file`'s, shared with
 the attribute judges; writes are `model.atomic`'s, so a reader sees the old file or the new one,
@@ -36,7 +36,14 @@ from torch import Tensor, nn
 
 from model.atomic import atomic_write_bytes
 from model.codec import Preprocessing
-from model.config import OBJECTIVES, ConfigError, VAEGANConfig, discriminator_for
+from model.config import (
+    OBJECTIVES,
+    PRESETS,
+    ConfigError,
+    VAEGANConfig,
+    discriminator_for,
+    preset_of,
+)
 from model.networks import VAEGAN
 from model.safetensors_file import (
     SafetensorsFileError,
@@ -95,6 +102,9 @@ class CheckpointHeader:
 
     config: VAEGANConfig
     preprocessing: Preprocessing
+    # The named preset the networks were built from (model.config.PRESETS), None for a custom
+    # network. Files from before the field have theirs found from the config.
+    preset: str | None = None
     # What the weights were trained for. Files from before ALI lack the field; theirs is the
     # recipe's objective, else "vaegan".
     objective: str = "vaegan"
@@ -112,6 +122,7 @@ class CheckpointHeader:
         return {
             "format_version": self.format_version,
             "config": self.config.to_dict(),
+            "preset": self.preset,
             "objective": self.objective,
             "preprocessing": self.preprocessing.to_dict(),
             "step": self.step,
@@ -122,6 +133,13 @@ class CheckpointHeader:
             "created_at": self.created_at,
             "software": self.software,
         }
+
+    @property
+    def recipe_name(self) -> str | None:
+        """The named training recipe the run was closest to, with what differed ("authors",
+        "authors + gamma=0.001"), as `vaegan-train fit` records it; None when not recorded."""
+        name = self.recipe.get("name")
+        return name if isinstance(name, str) else None
 
 
 @dataclass
@@ -196,6 +214,7 @@ def save_checkpoint(
     header = CheckpointHeader(
         config=vaegan.config,
         preprocessing=preprocessing,
+        preset=preset_of(vaegan.config),
         objective=str((recipe or {}).get("objective", "vaegan")),
         step=int(step),
         dataset=dict(dataset or {}),
@@ -272,6 +291,9 @@ def checkpoint_problem(header: CheckpointHeader, layout: Mapping[str, TensorLayo
     unexpected = sorted(set(layout) - set(network) - listed)
     if unexpected:
         return f"unexpected tensors: {first_items(unexpected)}"
+    # Last: a config that its tensors contradict is the better answer.
+    if header.preset in PRESETS and preset_of(config) != header.preset:
+        return f"the header names preset {header.preset!r} but the networks are not that preset's"
     return None
 
 
@@ -383,9 +405,14 @@ def _parse_vaegan_header(path: Path, raw: dict[str, Any]) -> CheckpointHeader:
         objective = info.get("objective") or recipe.get("objective") or "vaegan"
         if not isinstance(objective, str):
             raise ValueError(f"objective must be a string, got {reprlib.repr(objective)}")
+        # A name this release does not know (a newer release's preset) is kept as written.
+        preset = info["preset"] if "preset" in info else preset_of(config)
+        if preset is not None and not isinstance(preset, str):
+            raise ValueError(f"preset must be a string or null, got {reprlib.repr(preset)}")
         return CheckpointHeader(
             config=config,
             preprocessing=Preprocessing.from_dict(json_entry(info, "preprocessing", dict)),
+            preset=preset,
             objective=objective,
             step=json_entry(info, "step", int, 0),
             dataset=json_entry(info, "dataset", dict, {}),

@@ -309,3 +309,19 @@ def get_preset(name: str, *, channels: int | None = None) -> VAEGANConfig:
             f"unknown preset {name!r}; choose one of: {', '.join(sorted(PRESETS))}"
         ) from None
     return config if channels is None else config.replace(channels=channels)
+
+
+def preset_of(config: VAEGANConfig) -> str | None:
+    """The preset `config`'s networks were built from, else None (a custom network).
+
+    `vaegan-train fit` builds on a preset with the data's channel count, the objective's
+    discriminator (ALI's joint one) and the chosen initialisation; none of those makes a
+    network custom, so they are not compared.
+    """
+    for name, preset in PRESETS.items():
+        same_choices = preset.replace(
+            channels=config.channels, discriminator=config.discriminator, init=config.init
+        )
+        if same_choices == config:
+            return name
+    return None

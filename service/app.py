@@ -63,8 +63,15 @@ def create_app(settings: ServiceSettings, checkpoint: Checkpoint | None = None) 
     app.state.metrics = metrics
     app.state.runtime = None
     app.state.load_error = None
-    for routes in (health, web, docs, images, info):
-        app.include_router(routes.router)
+    for router in (
+        health.router,
+        web.router,
+        docs.router,
+        docs.assets_router,
+        images.router,
+        info.router,
+    ):
+        app.include_router(router)
     install_error_handlers(app)
     # The last added runs first: RequestMiddleware wraps the others, so it logs the body limit's
     # 413s and the 499s of clients that left as well.

@@ -74,6 +74,44 @@ class Similarity(BaseModel):
     pixel_mse: float
 
 
+class Batching(BaseModel):
+    max_batch_size: int
+    max_batch_delay_ms: float
+
+
+class ModelInfo(BaseModel):
+    """GET /model: the served checkpoint's header, and where and how it is served."""
+
+    format_version: int
+    config: dict[str, Any] = Field(description="the networks' shape (model.config.VAEGANConfig)")
+    preset: str | None = Field(
+        description="the named preset the networks were built from (paper64, medium64, ...); "
+        "null for a custom network"
+    )
+    objective: str = Field(description="what the weights were trained for: vaegan, vae, gan or ali")
+    preprocessing: dict[str, Any]
+    step: int = Field(description="training steps behind the weights")
+    dataset: dict[str, Any]
+    recipe: dict[str, Any] = Field(
+        description="every training setting, as recorded (the command line among them)"
+    )
+    recipe_name: str | None = Field(
+        description="the named recipe the training was closest to and what differed "
+        '("authors", "authors + gamma=0.001"); null when the checkpoint does not record it'
+    )
+    evaluation: dict[str, Any]
+    attributes: list[dict[str, Any]] = Field(
+        description="name, example counts and norm of each attribute vector"
+    )
+    created_at: str
+    software: dict[str, Any]
+    path: str
+    sha256: str
+    device: str
+    dtype: str
+    batching: Batching
+
+
 class Readiness(BaseModel):
     status: Literal["ready", "loading", "failed"]
     detail: str | None = None

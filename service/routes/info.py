@@ -10,6 +10,7 @@ from fastapi.responses import Response
 from service.deps import API_DEPENDENCIES, RuntimeDep
 from service.errors import error_responses
 from service.metrics import ServiceMetrics
+from service.schemas import ModelInfo
 
 router = APIRouter(tags=["info"], dependencies=API_DEPENDENCIES, responses=error_responses(401))
 
@@ -27,12 +28,18 @@ async def attributes(runtime: RuntimeDep) -> dict[str, Any]:
     }
 
 
-@router.get("/model", summary="The served checkpoint", responses=error_responses(503))
+@router.get(
+    "/model",
+    summary="The served checkpoint",
+    response_model=ModelInfo,
+    responses=error_responses(503),
+)
 async def model_info(runtime: RuntimeDep) -> dict[str, Any]:
     predictor = runtime.predictor
     checkpoint = predictor.checkpoint
     return {
         **checkpoint.header.to_json(),
+        "recipe_name": checkpoint.header.recipe_name,
         "path": str(checkpoint.path),
         "sha256": checkpoint.sha256,
         "device": str(predictor.device),

@@ -283,12 +283,8 @@ async function loadModel() {
 const number = (value) => Number(value).toLocaleString("en");
 
 function presetOf(info) {
+  if (info.preset) return info.preset;
   const config = info.config || {};
-  const recipe = info.recipe || {};
-  if (config.preset || recipe.preset) return config.preset || recipe.preset;
-  // Trained checkpoints record the command line that made them, not the preset's name.
-  const named = /--preset[= ](\S+)/.exec(recipe.command || "");
-  if (named) return named[1];
   const size = `${config.image_size}\u00d7${config.image_size}`;
   return `custom: ${size} pixels, ${config.latent_dim}-dimensional latent`;
 }

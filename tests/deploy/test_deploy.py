@@ -169,6 +169,10 @@ def test_the_images_cmd_runs_as_written(tmp_path):
         assert info["device"] == "cpu"
         # The demo model came with the non-editable install, as package data.
         assert info["path"].startswith(str(venv)) and info["path"].endswith(DEMO_CHECKPOINT_NAME)
+        # So did the API docs' scripts (a dependency's files, served by the service).
+        docs = httpx.get(f"http://127.0.0.1:{port}/docs/swagger-ui-bundle.js")
+        assert docs.status_code == 200
+        assert docs.headers["content-type"].startswith("text/javascript")
     finally:
         process.terminate()
         process.communicate(timeout=30)

@@ -474,6 +474,89 @@ def test_a_header_whose_objective_contradicts_its_networks_is_refused(saved, tmp
     _refused(path, "objective 'ali' trains the joint discriminator")
 
 
+# --- the preset and the recipe's name ----------------------------------------------------------
+
+
+def test_the_header_names_the_preset_the_networks_were_built_from(saved, tmp_path):
+    assert load_checkpoint(saved[0]).header.preset == "small64"
+    with safe_open(str(saved[0]), framework="pt") as handle:
+        assert json.loads(handle.metadata()["vaegan"])["preset"] == "small64"
+    # An ALI model on greyscale data is still built from its preset; another width is custom.
+    built = {
+        "ali": (get_preset("small32", channels=1).replace(discriminator="joint"), "small32"),
+        "custom": (get_preset("small32").replace(encoder_fc=96), None),
+    }
+    for name, (config, preset) in built.items():
+        path = save_checkpoint(
+            tmp_path / f"{name}.safetensors",
+            build_vaegan(config, seed=0),
+            preprocessing=Preprocessing(image_size=32, channels=config.channels),
+            recipe={"objective": name if name == "ali" else "vaegan"},
+        )
+        assert read_checkpoint_header(path).preset == preset, name
+        assert json.loads(safe_open(str(path), framework="pt").metadata()["vaegan"])["preset"] == (
+            preset
+        )
+
+
+def test_files_from_before_the_preset_field_find_it_from_their_config(saved, tmp_path):
+    def old(header):
+        del header["preset"]
+        return header
+
+    legacy = rewrite_checkpoint(saved[0], tmp_path / "old.safetensors", header=old)
+    assert load_checkpoint(legacy).header.preset == "small64"
+    assert read_checkpoint_header(legacy).preset == "small64"
+
+    def old_and_custom(header):
+        return old(config_change("encoder_fc", 96)(header))
+
+    custom = rewrite_checkpoint(
+        saved[0],
+        tmp_path / "custom.safetensors",
+        # The tensors of the wider encoder_fc: a custom network that loads.
+        tensors=lambda _: _network_tensors(get_preset("small64").replace(encoder_fc=96)),
+        header=lambda h: old_and_custom(h) | {"attributes": []},
+    )
+    assert load_checkpoint(custom).header.preset is None
+
+
+def _network_tensors(config):
+    return {k: v.contiguous() for k, v in build_vaegan(config, seed=0).state_dict().items()}
+
+
+def test_a_preset_the_networks_are_not_is_refused(saved, tmp_path):
+    wrong = rewrite_checkpoint(
+        saved[0], tmp_path / "wrong.safetensors", header=lambda h: h | {"preset": "paper64"}
+    )
+    _refused(wrong, "the header names preset 'paper64' but the networks are not that preset's")
+    number = rewrite_checkpoint(
+        saved[0], tmp_path / "number.safetensors", header=lambda h: h | {"preset": 64}
+    )
+    _refused(number, "preset must be a string or null, got 64")
+    # A name this release does not know (a later release's preset) is kept as written.
+    later = rewrite_checkpoint(
+        saved[0], tmp_path / "later.safetensors", header=lambda h: h | {"preset": "tiny64"}
+    )
+    assert load_checkpoint(later).header.preset == "tiny64"
+
+
+def test_the_recipe_name_is_the_recorded_one_or_none(saved, tmp_path):
+    assert load_checkpoint(saved[0]).header.recipe_name is None  # saved without a name
+    named = rewrite_checkpoint(
+        saved[0],
+        tmp_path / "named.safetensors",
+        header=lambda h: h | {"recipe": h["recipe"] | {"name": "authors + gamma=0.001"}},
+    )
+    assert load_checkpoint(named).header.recipe_name == "authors + gamma=0.001"
+    odd = rewrite_checkpoint(
+        saved[0],
+        tmp_path / "odd.safetensors",
+        header=lambda h: h | {"recipe": h["recipe"] | {"name": ["authors"]}},
+    )
+    assert load_checkpoint(odd).header.recipe_name is None
+
+
 # --- hostile files: refused fast, before any network is built, with one message --------------
 
 

@@ -2,7 +2,14 @@ import json
 
 import pytest
 
-from model.config import PRESETS, ConfigError, VAEGANConfig, get_preset, make_config
+from model.config import (
+    PRESETS,
+    ConfigError,
+    VAEGANConfig,
+    get_preset,
+    make_config,
+    preset_of,
+)
 
 
 def test_paper64_is_the_authors_architecture():
@@ -115,3 +122,15 @@ def test_invalid_configs_are_refused_with_the_reason(changes, message):
 def test_make_config_refuses_sizes_that_are_not_powers_of_two():
     with pytest.raises(ConfigError, match="power of two"):
         make_config(96)
+
+
+def test_preset_of_names_the_preset_a_config_was_built_from():
+    for name, config in PRESETS.items():
+        assert preset_of(config) == name
+    # What `vaegan-train fit` varies on top of a preset leaves it that preset.
+    assert preset_of(get_preset("small64", channels=1)) == "small64"
+    assert preset_of(get_preset("medium32").replace(discriminator="joint")) == "medium32"
+    assert preset_of(get_preset("paper64").replace(init="pytorch")) == "paper64"
+    # Any other change makes the network custom.
+    assert preset_of(get_preset("small64").replace(latent_dim=64)) is None
+    assert preset_of(make_config(256, width="small")) is None

@@ -59,6 +59,9 @@ def test_model_says_it_is_ali(ali, ali_checkpoint):
     assert info["recipe"]["objective"] == "ali"
     assert info["config"]["discriminator"] == "joint"
     assert info["path"] == str(ali_checkpoint)
+    # What `fit` built and trained it with: its preset, and the recipe it ran (ALI's own loss).
+    assert info["preset"] == "small64"
+    assert info["recipe_name"] == "authors + batch_size=8, decoder_gan_loss=non-saturating"
 
 
 def test_reconstruct_is_the_checkpoints_own(ali, ali_checkpoint, faces):

@@ -60,6 +60,8 @@ def test_serves_the_bundled_model_with_every_synthetic_attribute(demo_server):
     assert info["path"] == str(demo_checkpoint_path())
     assert info["device"] == "cpu"
     assert info["recipe"]["command"].startswith("vaegan-train fit ")
+    # The bundled file predates the header's preset field: it is found from the config.
+    assert info["preset"] == "medium64"
     names = {a["name"] for a in httpx.get(f"{demo_server}/attributes").json()["attributes"]}
     assert {"Smiling", "Eyeglasses", "Blond_Hair", "Male"} <= names
 

@@ -6,6 +6,8 @@ import io
 import pytest
 from PIL import Image
 
+from model.checkpoint import load_checkpoint
+from service.schemas import ModelInfo
 from tests.service.conftest import ATTRIBUTES, image_bytes, png_size
 
 FACE = image_bytes()
@@ -92,6 +94,11 @@ def test_attributes_and_model(http):
     assert info["config"]["latent_dim"] == 128
     assert info["device"] == "cpu"
     assert len(info["sha256"]) == 64
+    assert info["preset"] == "small64"
+    assert info["recipe_name"] is None  # saved without a recipe
+    # The documented response schema is all of it: nothing the header holds is left out.
+    assert set(info) == set(ModelInfo.model_fields)
+    assert set(load_checkpoint(info["path"]).header.to_json()) <= set(info)
 
 
 def test_attribute_edit_single_image(http):
@@ -182,15 +189,17 @@ def test_readme_client_example_runs_against_a_real_server(server, tmp_path, monk
     import re
     from pathlib import Path
 
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    root = Path(__file__).resolve().parents[2]
+    readme = (root / "README.md").read_text()
     (block,) = [
         b
         for b in re.findall(r"```python\n(.*?)```", readme, flags=re.DOTALL)
         if b.startswith("# needs a running service")
     ]
+    # Run where the README's reader runs it: beside the sample faces it names.
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "face.jpg").write_bytes(image_bytes(fmt="JPEG"))
-    (tmp_path / "other.jpg").write_bytes(image_bytes(colour=(10, 90, 200), fmt="JPEG"))
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "examples").symlink_to(root / "docs" / "examples")
     namespace: dict = {}
     code = block.replace("http://127.0.0.1:8000", server.url)
     exec(compile(code, "README.md", "exec"), namespace)

@@ -89,7 +89,8 @@ def web_checkpoint(checkpoint_path: Path, tmp_path_factory: pytest.TempPathFacto
         preprocessing=checkpoint.preprocessing,
         step=1234,
         dataset={"kind": "celeba", "images": 80, "synthetic": {"count": 100, "seed": 3}},
-        recipe={"objective": "vaegan", "command": "vaegan-train fit --preset small64 --steps 1234"},
+        # The footer's preset is /model's `preset`, not read from this command line.
+        recipe={"objective": "vaegan", "command": "vaegan-train fit --steps 1234"},
         # Male has a default strength of its own (the others fall back to 1): its slider reaches
         # further and marks it.
         attributes={
@@ -529,3 +530,113 @@ def test_screenshot_script_pictures_the_page(
     with Image.open(out) as picture:
         width, height = picture.size
     assert width == 1280 and height > 900
+
+
+# --------------------------------------------------------------------------------------------
+# the API docs: Swagger UI and ReDoc served from the package, nothing from elsewhere
+
+DOCS_ASSETS = {
+    "/docs/swagger-ui-bundle.js": "text/javascript; charset=utf-8",
+    "/docs/swagger-ui.css": "text/css; charset=utf-8",
+    "/redoc/redoc.standalone.js": "text/javascript; charset=utf-8",
+    "/redoc/logo-mini.svg": "image/svg+xml",
+}
+
+
+def test_the_docs_pages_reference_nothing_outside_the_service(web_server: RunningServer) -> None:
+    with httpx.Client(base_url=web_server.url, timeout=30) as client:
+        referenced = set()
+        for path in ("/docs", "/redoc"):
+            page = client.get(path)
+            assert page.status_code == 200, path
+            assert page.headers["content-type"] == "text/html; charset=utf-8"
+            # No address with a scheme at all, so no other origin.
+            assert "://" not in page.text, path
+            links = re.findall(r'(?:src|href|spec-url)="([^"]*)"', page.text)
+            assert links, path
+            for link in links:
+                assert link.startswith("/") and not link.startswith("//"), (path, link)
+            referenced |= set(links)
+
+            policy = page.headers["content-security-policy"]
+            assert "default-src 'self'" in policy and "frame-ancestors 'none'" in policy
+            assert not re.search(r"https?:|\*", policy), policy
+            scripts = re.search(r"script-src ([^;]*)", policy)
+            assert scripts is None or "unsafe" not in scripts[1], policy
+        assert referenced == {
+            "/openapi.json",
+            "/static/favicon.svg",
+            "/docs/swagger-ui-bundle.js",
+            "/docs/swagger-ui.css",
+            "/redoc/redoc.standalone.js",
+        }
+        # Swagger UI's one inline script is allowed by its hash, not by 'unsafe-inline'.
+        swagger = client.get("/docs").headers["content-security-policy"]
+        assert re.search(r"script-src 'self' 'sha256-[A-Za-z0-9+/]+=*';", swagger), swagger
+
+
+def test_the_docs_assets_are_the_packages_files_typed_and_open(
+    keyed_server: RunningServer,
+) -> None:
+    from importlib import resources
+
+    from service.routes.docs import ASSETS, ASSETS_PACKAGE
+
+    assert set(ASSETS) == set(DOCS_ASSETS)
+    shipped = resources.files(ASSETS_PACKAGE) / "static"
+    with httpx.Client(base_url=keyed_server.url, timeout=30) as client:
+        # The pages want the key; their scripts and styles are public files, like the web page's.
+        assert client.get("/docs").status_code == 401
+        assert client.get("/redoc").status_code == 401
+        for path, media_type in DOCS_ASSETS.items():
+            response = client.get(path)
+            assert response.status_code == 200, path
+            assert response.headers["content-type"] == media_type
+            assert response.headers["x-content-type-options"] == "nosniff"
+            assert response.content == (shipped / ASSETS[path][0]).read_bytes()
+            again = client.get(path, headers={"If-None-Match": response.headers["etag"]})
+            assert again.status_code == 304 and again.content == b""
+            head = client.head(path)
+            assert head.status_code == 200 and head.content == b""
+        for path in ("/docs/oauth2-redirect.html", "/redoc/redoc.standalone.js.map", "/docs/"):
+            assert client.get(path).status_code == 404, path
+
+
+def test_swagger_ui_and_redoc_render_without_internet(
+    browser: Any, web_server: RunningServer
+) -> None:
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    elsewhere: list[str] = []
+
+    def only_this_service(route: Any) -> None:
+        if route.request.url.startswith(f"{web_server.url}/"):
+            route.continue_()
+        else:
+            elsewhere.append(route.request.url)
+            route.abort()
+
+    context.route("**/*", only_this_service)
+    page = context.new_page()
+    page.set_default_timeout(20_000)
+    errors = PageErrors(page)  # a CSP violation is a console error too
+
+    page.goto(f"{web_server.url}/docs")
+    expect(page.locator(".opblock-summary-path[data-path='/reconstruct']")).to_be_visible()
+    expect(page.locator(".opblock-summary-path[data-path='/attribute-edit']")).to_be_visible()
+    # Its requests reach the service from the page: GET /model, tried out.
+    page.locator(".opblock-summary-path[data-path='/model']").click()
+    page.get_by_role("button", name="Try it out").click()
+    page.get_by_role("button", name="Execute").click()
+    answer = page.locator(".live-responses-table tbody .response")
+    expect(answer.locator(".response-col_status")).to_have_text("200")
+    expect(answer).to_contain_text('"sha256"')
+
+    page.goto(f"{web_server.url}/redoc")
+    expect(page.get_by_role("heading", name="Reconstruct a face")).to_be_visible()
+    page.get_by_placeholder("Search...").fill("interpolate")  # the search worker runs
+    expect(page.get_by_role("menuitem").filter(has_text="Walk the latent space")).not_to_have_count(
+        0
+    )
+    context.close()
+    assert elsewhere == []
+    assert errors.seen == []
