@@ -601,3 +601,15 @@ def test_fit_takes_a_named_recipe_and_flags_override_single_values(synthetic_cel
     assert recorded["gamma"] == 0.01
     assert recorded["lr_schedule"] == "authors"
     assert recorded["name"] == "authors + batch_size=8, gamma=0.01"
+
+
+def test_the_balanced_recipe_is_recorded_by_name_with_its_values(synthetic_celeba, tmp_path):
+    out = tmp_path / "run"
+    assert _fit(synthetic_celeba, out, "--steps", "1", "--recipe", "balanced") == 0
+    recorded = load_checkpoint(out / "model.safetensors").header.recipe
+    assert recorded["name"] == "balanced + batch_size=8"
+    assert recorded["gamma"] == 0.01
+    assert recorded["decoder_gan_loss"] == "non-saturating"
+    assert recorded["lr_schedule"] == "constant"
+    assert recorded["ema_decay"] is None
+    assert recorded["discriminate_reconstructions"] is False
