@@ -37,7 +37,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     except BaseException:
         Path(temp_name).unlink(missing_ok=True)
         raise
-    _fsync_directory(path.parent)
+    fsync_directory(path.parent)
 
 
 def temporary_target(name: str) -> str | None:
@@ -80,8 +80,9 @@ def _current_umask() -> int:
     return mask
 
 
-def _fsync_directory(directory: Path) -> None:
-    # Makes the rename itself durable; not every platform can open a directory.
+def fsync_directory(directory: Path) -> None:
+    """Make the names in `directory` (a rename into it) durable; a no-op where a directory
+    cannot be opened."""
     try:
         fd = os.open(directory, os.O_RDONLY)
     except OSError:

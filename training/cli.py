@@ -12,7 +12,17 @@ import sys
 from collections.abc import Sequence
 
 from model.device import DeviceError
-from training.commands import attributes, edit, evaluate, fit, judge, sample, strengths, synth
+from training.commands import (
+    attributes,
+    edit,
+    evaluate,
+    export,
+    fit,
+    judge,
+    sample,
+    strengths,
+    synth,
+)
 from training.trainer import DivergenceError
 
 # In the order `vaegan-train --help` lists them. The functions, not the modules, so that mypy
@@ -26,6 +36,7 @@ REGISTER = (
     edit.register,
     judge.register,
     strengths.register,
+    export.register,
 )
 
 
