@@ -2,7 +2,8 @@
 a description of the machine the figures came from, and docs/benchmarks.md's sections.
 
 Used by `serve_load.py` (the concurrency sweep), `load_soak.py` (soak and overload),
-`attacks.py` (issue 15's attacks), `run_all.py` and tests/service/test_load.py.
+`attacks.py` (issue 15's attacks), `onnx_vs_torch.py` (onnxruntime against PyTorch),
+`run_all.py` and tests/service/test_load.py.
 """
 
 from __future__ import annotations
@@ -287,8 +288,11 @@ def _gpu() -> str:
 # --------------------------------------------------------------------------------------------
 # docs/benchmarks.md
 
-# benchmarks/attacks.py writes this section; run_all.py, which writes the rest, keeps it.
+# benchmarks/attacks.py and benchmarks/onnx_vs_torch.py write these sections; run_all.py, which
+# writes the rest, keeps them.
 ATTACKS_HEADING = "## Attacks (issue 15's hardening)"
+ONNX_HEADING = "## onnxruntime against PyTorch (the ONNX export)"
+OWN_SECTIONS = (ATTACKS_HEADING, ONNX_HEADING)
 
 
 def markdown_section(text: str, heading: str) -> str | None:

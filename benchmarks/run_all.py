@@ -47,7 +47,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.harness import (
-    ATTACKS_HEADING,
+    OWN_SECTIONS,
     ROOT,
     add_server_setting_option,
     announce,
@@ -508,14 +508,18 @@ def write_report(
         "python benchmarks/serve_load.py      # the sweep alone, with CPU time per request",
         "python benchmarks/train_throughput.py",
         "python benchmarks/load_soak.py       # soak and overload alone; exits 1 on a failed check",
-        "python benchmarks/attacks.py --write-docs  # the section below (kept by run_all.py)",
+        "python benchmarks/attacks.py --write-docs  # the sections below (kept by run_all.py)",
+        "python benchmarks/onnx_vs_torch.py --write-docs",
         "```",
         "",
     ]
-    # The attack benchmark's section is its own run's: keep it rather than lose it.
-    attacks = markdown_section(out.read_text(), ATTACKS_HEADING) if out.is_file() else None
-    if attacks is not None:
-        lines += [attacks]
+    # The attack and ONNX benchmarks' sections are their own runs': keep them rather than lose
+    # them.
+    previous = out.read_text() if out.is_file() else ""
+    for heading in OWN_SECTIONS:
+        kept = markdown_section(previous, heading)
+        if kept is not None:
+            lines += [kept]
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines))
 
