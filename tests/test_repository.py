@@ -199,7 +199,12 @@ def test_readme_shell_examples_run_against_the_service(demo_service, tmp_path):
         pytest.skip(message)
     readme = (ROOT / "README.md").read_text()
     commands, skipped = _example_commands(readme)
-    assert skipped == ["needs Docker and a GPU", "needs Docker", "needs Docker"]
+    assert skipped == [
+        "needs Docker and a GPU",
+        "needs Docker",
+        "needs Docker",
+        "needs a Kubernetes cluster",
+    ]
     assert len(commands) == 10  # nine curl examples and the edit
     assert any("/decode" in command for command in commands)
     assert any(command.startswith("vaegan-train edit ") for command in commands)
