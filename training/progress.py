@@ -29,7 +29,7 @@ _MEANINGS = {
     "D_G_z": "D's mean verdict on images decoded from z ~ N(0, I)",
 }
 _SKIP_MEANINGS = {
-    "skip_D": "% of steps the equilibrium rule paused D because it was winning; 70-98% is usual",
+    "skip_D": "% of steps the equilibrium rule paused D because it was winning; 65-95% is usual",
     "skip_dec": "% of steps it paused the decoder because it was losing; near 0% is usual",
 }
 
