@@ -112,9 +112,9 @@ class Trainer:
         main = self.context.is_main
         bar = ProgressBar(
             total,
-            self.recipe.batch_size,
             done_steps=self.counters.steps,
-            visible=self.options.progress and main,
+            visible=self.options.progress,
+            main=main,
             equilibrium=self.recipe.uses_equilibrium,
         )
         window = Window()
@@ -128,7 +128,7 @@ class Trainer:
                 self.counters.steps = step
                 if stats is not None:
                     window.add(stats)
-                bar.advance()
+                bar.advance(window)
                 if step % self.options.log_every == 0 or step == total:
                     figures = window.summary()
                     window = Window()
