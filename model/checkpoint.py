@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata as importlib_metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from safetensors import SafetensorError
@@ -72,6 +72,8 @@ NETWORK_PREFIXES = ("encoder.", "decoder.", "discriminator.")
 PARAMETER_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 # CelebA labels 40 attributes; a header listing more than this is not describing a model.
 MAX_ATTRIBUTES = 1000
+# Where `Checkpoint.default_edit_strength` found its value.
+StrengthSource = Literal["attribute", "evaluation", "none"]
 
 
 class CheckpointError(SafetensorsFileError):
@@ -160,6 +162,30 @@ class Checkpoint:
     @property
     def preprocessing(self) -> Preprocessing:
         return self.header.preprocessing
+
+    def default_edit_strength(
+        self, name: str, *, at_most: float = math.inf
+    ) -> tuple[float, StrengthSource]:
+        """The s an edit of attribute `name` uses when none is asked for, and where it comes
+        from: the attribute's own (chosen on validation faces by `vaegan-train strengths`), else
+        the one strength the evaluation chose for every attribute, else 1, one vector's worth.
+        A recorded value that is not a positive number up to `at_most` is passed over."""
+        attribute = self.attributes.get(name)
+        candidates: tuple[tuple[object, StrengthSource], ...] = (
+            (attribute.default_strength if attribute is not None else None, "attribute"),
+            (self.header.evaluation.get("edit_strength"), "evaluation"),
+        )
+        for recorded, source in candidates:
+            strength = _usable_strength(recorded, at_most)
+            if strength is not None:
+                return strength, source
+        return 1.0, "none"
+
+
+def _usable_strength(recorded: object, at_most: float) -> float | None:
+    if isinstance(recorded, bool) or not isinstance(recorded, int | float):
+        return None
+    return float(recorded) if 0 < recorded <= at_most else None
 
 
 # --------------------------------------------------------------------------------------------

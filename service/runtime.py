@@ -221,18 +221,10 @@ class Runtime:
         return mu
 
     def default_strength(self, name: str) -> float:
-        """The strength an edit of `name` uses when the request gives none: the attribute's own
-        (chosen per attribute on validation faces), else the one strength the checkpoint's
-        evaluation chose for all, else 1: one attribute vector's worth of change."""
+        """The strength an edit of `name` uses when the request gives none (see
+        `Checkpoint.default_edit_strength`), never above the service's `max_strength`."""
         checkpoint = self.predictor.checkpoint
-        attribute = checkpoint.attributes.get(name)
-        for recorded in (
-            attribute.default_strength if attribute is not None else None,
-            checkpoint.header.evaluation.get("edit_strength"),
-        ):
-            if isinstance(recorded, int | float) and 0 < recorded <= self.settings.max_strength:
-                return float(recorded)
-        return 1.0
+        return checkpoint.default_edit_strength(name, at_most=self.settings.max_strength)[0]
 
     def signed_attribute(self, name: str) -> tuple[float, str]:
         """The sign and name of a requested attribute: a leading - removes it ("-Eyeglasses"

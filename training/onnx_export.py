@@ -44,7 +44,7 @@ import torch
 from torch import Tensor, nn
 
 from model.atomic import fsync_directory
-from model.checkpoint import Checkpoint
+from model.checkpoint import Checkpoint, StrengthSource
 from model.config import VAEGANConfig
 from model.networks import VAEGAN, Decoder, Encoder
 
@@ -360,16 +360,19 @@ def triton_config(spec: GraphSpec, max_batch_size: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+# How attributes.json says where each default strength came from.
+_STRENGTH_SOURCES: dict[StrengthSource, str] = {
+    "attribute": "chosen for this attribute (vaegan-train strengths)",
+    "evaluation": "the evaluation's edit strength for every attribute",
+    "none": "none recorded: one vector's worth",
+}
+
+
 def default_strength(checkpoint: Checkpoint, name: str) -> tuple[float, str]:
-    """The strength an edit of `name` uses when none is given, and where it comes from: the
-    service's rule (the attribute's own, else the evaluation's one for all, else 1)."""
-    own = checkpoint.attributes[name].default_strength
-    if own is not None:
-        return float(own), "chosen for this attribute (vaegan-train strengths)"
-    shared = checkpoint.header.evaluation.get("edit_strength")
-    if isinstance(shared, int | float) and not isinstance(shared, bool) and shared > 0:
-        return float(shared), "the evaluation's edit strength for every attribute"
-    return 1.0, "none recorded: one vector's worth"
+    """The strength an edit of `name` uses when none is given, as the service picks it, and
+    where it comes from in words."""
+    strength, source = checkpoint.default_edit_strength(name)
+    return strength, _STRENGTH_SOURCES[source]
 
 
 def sidecar_json(checkpoint: Checkpoint, max_batch_size: int) -> dict[str, Any]:

@@ -1,3 +1,4 @@
+import dataclasses
 import hashlib
 import json
 import os
@@ -782,3 +783,18 @@ def test_saving_applies_the_loaders_rules(saved, tmp_path):
             target, model, preprocessing=Preprocessing(64), parameter_dtype=torch.float16
         )
     assert not target.exists()
+
+
+def test_the_default_edit_strength_falls_back_from_attribute_to_evaluation_to_one(saved):
+    path, _, _ = saved
+    checkpoint = load_checkpoint(path)
+    smiling = checkpoint.attributes["Smiling"]
+    checkpoint.attributes["Smiling"] = dataclasses.replace(smiling, default_strength=4.5)
+    assert checkpoint.default_edit_strength("Smiling") == (4.5, "attribute")
+    # Above the caller's ceiling the attribute's own is passed over, as a missing one is.
+    checkpoint.header.evaluation = {"edit_strength": 3}
+    assert checkpoint.default_edit_strength("Smiling", at_most=4) == (3.0, "evaluation")
+    assert checkpoint.default_edit_strength("Eyeglasses") == (3.0, "evaluation")
+    for unusable in (True, -2, 0, "3", None):
+        checkpoint.header.evaluation = {"edit_strength": unusable}
+        assert checkpoint.default_edit_strength("Eyeglasses") == (1.0, "none")
