@@ -31,10 +31,7 @@ from model.atomic import remove_stale_temporaries, temporary_target
 from model.checkpoint import load_checkpoint
 from training.run_dir import STATE_FILE, STATE_FORMAT, load_training_state, read_metrics
 
-FIT = [
-    sys.executable,
-    "-m",
-    "training",
+FIT_ARGS = [
     "fit",
     "--preset",
     "small32",
@@ -47,6 +44,29 @@ FIT = [
     "--quiet",
     "--resume-if-present",
 ]
+FIT = [sys.executable, "-m", "training", *FIT_ARGS]
+# A killed run is `python -m training` with one difference: before renaming a temporary over a
+# file whose name matches $CRASH_TEST_HOLD it sleeps HOLD_S. A temporary otherwise lives for a
+# few milliseconds, and a poller on a busy machine can miss all of them (the run then ends before
+# the kill it was meant to get); held, every targeted write is caught, either mid-write or at the
+# last moment before its rename. Sleeping changes no arithmetic, so resume stays exact.
+HOLD_ENV = "CRASH_TEST_HOLD"
+HOLD_S = 1.0
+HELD_LAUNCHER = textwrap.dedent(
+    f"""
+    import fnmatch, os, runpy, sys, time
+    pattern = os.environ.get("{HOLD_ENV}")
+    if pattern:
+        rename = os.replace
+        def held_rename(source, target, *args, **kwargs):
+            if fnmatch.fnmatchcase(os.path.basename(os.fspath(target)), pattern):
+                time.sleep({HOLD_S})
+            return rename(source, target, *args, **kwargs)
+        os.replace = held_rename
+    sys.argv[0] = "training"
+    runpy.run_module("training", run_name="__main__", alter_sys=True)
+    """
+)
 # Where each kind of write puts its temporary: (subfolder, pattern of the target's name).
 WRITES = {
     "checkpoint": ("checkpoints", "step-*.safetensors"),
@@ -148,11 +168,16 @@ def _wait_for(process: subprocess.Popen[bytes], done: Callable[[], bool], what: 
         time.sleep(0.0005)
 
 
-def launch(data: Path, run: Path, steps: int, log: Path) -> subprocess.Popen[bytes]:
+def launch(
+    data: Path, run: Path, steps: int, log: Path, hold: str | None = None
+) -> subprocess.Popen[bytes]:
+    """Start `fit` on `run`; with `hold`, writes of files matching that pattern are held open."""
+    env = _env() | ({HOLD_ENV: hold} if hold else {})
+    where = ["--data", str(data), "--out", str(run), "--steps", str(steps)]
     with log.open("ab") as output:
         return subprocess.Popen(
-            [*FIT, "--data", str(data), "--out", str(run), "--steps", str(steps)],
-            env=_env(),
+            [sys.executable, "-c", HELD_LAUNCHER, *FIT_ARGS, *where],
+            env=env,
             stdout=output,
             stderr=output,
         )
@@ -212,7 +237,7 @@ def kill_and_resume(data: Path, run: Path, steps: int, plan: list[Kill]) -> list
     log = run.parent / f"{run.name}.log"
     outcomes = []
     for kill in plan:
-        process = launch(data, run, steps, log)
+        process = launch(data, run, steps, log, WRITES[kill.write][1] if kill.write else None)
         try:
             run_until_killed(process, run, kill)
         except AssertionError as error:
