@@ -103,14 +103,12 @@ async def _load(
         app.state.load_error = str(exc)
         log.error("the model could not be loaded: %s", exc)
         return
-    metrics.model_info.info(
-        {
-            "sha256": checkpoint.sha256,
-            "device": str(predictor.device),
-            "image_size": str(checkpoint.config.image_size),
-            "latent_dim": str(checkpoint.config.latent_dim),
-            "step": str(checkpoint.header.step),
-        }
+    metrics.set_model_info(
+        sha256=checkpoint.sha256,
+        device=str(predictor.device),
+        image_size=str(checkpoint.config.image_size),
+        latent_dim=str(checkpoint.config.latent_dim),
+        step=str(checkpoint.header.step),
     )
     app.state.runtime = runtime
     log.info("model %s ready on %s", checkpoint.path, predictor.device)

@@ -30,6 +30,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port (default 8000)")
     parser.add_argument("--device", help="auto, cpu, cuda or cuda:N (default auto)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        help="server processes, each with its own model (default: one per usable core on the "
+        "CPU, one on a GPU)",
+    )
+    parser.add_argument(
+        "--cpus",
+        type=float,
+        help="cores to size workers and threads by (default: the cgroup quota and affinity)",
+    )
     parser.add_argument("--max-batch-size", type=int, help="images per forward pass (default 32)")
     parser.add_argument("--max-batch-delay-ms", type=float, help="batching wait (default 5)")
     parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
@@ -93,28 +104,57 @@ def main(argv: Sequence[str] | None = None) -> int:
     from model.checkpoint import CheckpointError, load_checkpoint
     from model.device import DeviceError, select_device
     from service.app import create_app
-    from service.server import uvicorn_config
+    from service.server import DRAIN_S, uvicorn_config
+    from service.sizing import serving_plan
 
     try:
-        select_device(settings.device)
+        device = select_device(settings.device)
         # Load here, before listening, so a bad file stops the start with one readable line.
         checkpoint = load_checkpoint(settings.checkpoint)
     except (CheckpointError, DeviceError) as exc:
         # A DeviceError names the device, not a flag: it may come from VAEGAN_DEVICE.
         print(f"vaegan-serve: error: {exc}", file=sys.stderr)
         return 2
+    plan = serving_plan(settings, device.type)
+    logging.getLogger("vaegan.service").info("%s", plan.describe())
+    if plan.workers > 1:
+        del checkpoint  # each worker loads its own
+        return _serve_workers(settings, plan)
+    settings = settings.model_copy(
+        update={
+            "workers": 1,
+            "torch_threads": plan.torch_threads,
+            "decode_threads": plan.codec_threads,
+        }
+    )
     config = uvicorn_config(
         create_app(settings, checkpoint),
         settings,
         log_level=settings.log_level,
         access_log=False,  # our middleware writes structured access lines
-        timeout_graceful_shutdown=10,
+        timeout_graceful_shutdown=DRAIN_S,
     )
     server = uvicorn.Server(config)
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: uvicorn has shut down already
         server.run()
     # uvicorn has logged why it did not start (the port in use, say); 3 as `uvicorn.run` exits.
     return 0 if server.started else 3
+
+
+def _serve_workers(settings: Any, plan: Any) -> int:
+    from service.workers import Supervisor, bind
+
+    try:
+        sock = bind(settings)
+    except OSError as exc:
+        print(
+            f"vaegan-serve: error: cannot listen on {settings.host}:{settings.port}: {exc}",
+            file=sys.stderr,
+        )
+        return 3
+    host, port = sock.getsockname()[:2]
+    logging.getLogger("vaegan.service").info("listening on http://%s:%d", host, port)
+    return Supervisor(settings, plan, sock).run()
 
 
 if __name__ == "__main__":

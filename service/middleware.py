@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import time
 import uuid
@@ -96,6 +97,7 @@ class RequestMiddleware:
                         "duration_ms": round(elapsed * 1000, 2),
                         "client": client[0] if client else None,
                         "bytes_in": received,
+                        "pid": os.getpid(),  # which worker answered (service/workers.py)
                     }
                 )
             )

@@ -30,6 +30,7 @@ from service.errors import NotFoundError, NotSupportedError, RequestError, TooLa
 from service.metrics import ServiceMetrics
 from service.predictor import Operation, Predictor
 from service.settings import ServiceSettings
+from service.sizing import serving_plan
 from service.uploads import (
     TRIM_AFTER_PIXELS,
     decode_all,
@@ -58,8 +59,11 @@ class Runtime:
         self.limits = ImageLimits(
             max_bytes=settings.max_upload_bytes, max_pixels=settings.max_image_pixels
         )
+        # An app made by create_app alone is one process: it sizes its threads as the only
+        # worker unless the settings say how many share the cores.
+        plan = serving_plan(settings, predictor.device.type, default_workers=1)
         self.pool = ThreadPoolExecutor(
-            max_workers=settings.decode_threads,
+            max_workers=plan.codec_threads,
             thread_name_prefix="vaegan-codec",
             initializer=torch.set_num_threads,
             initargs=(1,),
@@ -70,7 +74,7 @@ class Runtime:
             max_delay_s=settings.max_batch_delay_ms / 1000.0,
             max_queue=settings.max_queue,
             metrics=metrics,
-            torch_threads=settings.torch_threads,
+            torch_threads=plan.torch_threads,
         )
         self.ready = False
 

@@ -25,6 +25,9 @@ from service.settings import ServiceSettings
 
 # How long a refused client has to read its answer before the connection is closed.
 _HANG_UP_S = 1.0
+# On SIGTERM, how long in-flight requests have to finish (Docker's and Kubernetes' grace periods
+# are set longer).
+DRAIN_S = 10
 
 
 @dataclass(frozen=True)

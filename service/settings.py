@@ -55,8 +55,25 @@ class ServiceSettings(BaseSettings):
     max_strength: float = Field(10.0, gt=0.0, description="largest |strength| of an edit")
     max_interpolation_steps: int = Field(32, ge=2, le=256)
     max_images_per_request: int = Field(16, ge=1, le=1024)
-    decode_threads: int = Field(2, ge=1, le=64, description="threads decoding/encoding images")
-    torch_threads: int | None = Field(None, ge=1, description="intra-op threads for the model")
+    # How the process uses the machine (service/sizing.py turns these into a plan).
+    workers: int | None = Field(
+        None,
+        ge=1,
+        le=64,
+        description="server processes, each with its own model and micro-batcher (default: one "
+        "per usable core on the CPU, one on a GPU); each costs about 200 MB",
+    )
+    cpus: float | None = Field(
+        None,
+        gt=0,
+        description="cores this service may use (default: the cgroup quota and affinity mask)",
+    )
+    decode_threads: int | None = Field(
+        None, ge=1, le=64, description="threads per worker decoding/encoding images"
+    )
+    torch_threads: int | None = Field(
+        None, ge=1, le=256, description="intra-op threads per worker for the model"
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     protect_docs: bool = Field(
         True, description="with an API key set, /docs, /redoc and /openapi.json require it too"

@@ -1,0 +1,261 @@
+"""Several server processes on one port, each with its own model and micro-batcher.
+
+`vaegan-serve` with more than one worker binds the listening socket itself and starts each worker
+as `python -m service.workers FD`, which inherits the socket, reads its settings from stdin (the
+API key never shows in a process listing) and serves the app on it; the kernel hands each new
+connection to one of them. The supervisor
+
+- restarts a worker that dies after it started serving (an out-of-memory kill, say); one that
+  dies before (it reports over a pipe once uvicorn listens), or that keeps dying, would repeat
+  for ever: then everything stops and `vaegan-serve` exits 3;
+- on SIGTERM or SIGINT closes its copy of the socket and sends each worker one SIGTERM, so each
+  drains its in-flight requests like the single-process server, and waits for them;
+- keeps one Prometheus multiprocess folder, so `/metrics` on any worker reports them all.
+
+Workers live in their own process group (a terminal's Ctrl-C reaches the supervisor only, which
+then stops them once, gracefully) and die with it (PR_SET_PDEATHSIG) if it is killed outright.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import uvicorn
+
+from service.server import DRAIN_S
+from service.settings import ServiceSettings
+from service.sizing import ServingPlan
+
+log = logging.getLogger("vaegan.service")
+
+METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+# More restarts than this within RESTART_WINDOW_S is a crash loop, not bad luck.
+MAX_RESTARTS = 5
+RESTART_WINDOW_S = 60.0
+_POLL_S = 0.2
+_PR_SET_PDEATHSIG = 1
+
+
+@dataclass
+class _Worker:
+    index: int
+    process: subprocess.Popen[bytes]
+    ready_pipe: int  # read end: the worker writes one byte once it serves
+    serving: bool = False
+
+    def check_serving(self) -> bool:
+        if not self.serving:
+            with contextlib.suppress(BlockingIOError):
+                self.serving = bool(os.read(self.ready_pipe, 1))
+        return self.serving
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self.ready_pipe)
+
+
+def bind(settings: ServiceSettings) -> socket.socket:
+    """The listening socket every worker shares (OSError when the address is taken)."""
+    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+    sock = socket.create_server((settings.host, settings.port), family=family, backlog=2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def settings_payload(settings: ServiceSettings) -> bytes:
+    """`settings` as JSON a worker turns back into the same settings, the API key included."""
+    values = settings.model_dump(mode="json")
+    key = settings.api_key
+    values["api_key"] = key.get_secret_value() if key is not None else None
+    return json.dumps(values).encode()
+
+
+class Supervisor:
+    def __init__(self, settings: ServiceSettings, plan: ServingPlan, sock: socket.socket) -> None:
+        # Every worker gets the plan's numbers explicitly, so each sizes itself as one of N.
+        self.settings = settings.model_copy(
+            update={
+                "workers": plan.workers,
+                "torch_threads": plan.torch_threads,
+                "decode_threads": plan.codec_threads,
+            }
+        )
+        self.plan = plan
+        self.sock = sock
+        self.workers: list[_Worker] = []
+        self.stopping = threading.Event()
+        self.restarts: list[float] = []  # when each restart happened
+        self.metrics_dir, self._own_metrics_dir = _metrics_dir()
+
+    def run(self) -> int:
+        """Serve until a signal, then drain; 0 after a clean stop, 3 when a worker cannot start."""
+        previous = {
+            signum: signal.signal(signum, self._on_signal)
+            for signum in (signal.SIGTERM, signal.SIGINT)
+        }
+        try:
+            self.workers = [self._start(index) for index in range(self.plan.workers)]
+            status = self._watch()
+        finally:
+            self._stop_all()
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+            if self._own_metrics_dir:
+                shutil.rmtree(self.metrics_dir, ignore_errors=True)
+        return status
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if not self.stopping.is_set():
+            log.info("%s: draining %d workers", signal.Signals(signum).name, len(self.workers))
+        self.stopping.set()
+
+    def _start(self, index: int) -> _Worker:
+        env = {**os.environ, METRICS_DIR_ENV: str(self.metrics_dir)}
+        ready_read, ready_write = os.pipe()
+        os.set_blocking(ready_read, False)
+        fds = (self.sock.fileno(), ready_write)
+        try:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "service.workers", *map(str, fds), str(index)],
+                stdin=subprocess.PIPE,
+                env=env,
+                pass_fds=fds,
+                process_group=0,
+            )
+        finally:
+            os.close(ready_write)
+        assert process.stdin is not None
+        with process.stdin:
+            process.stdin.write(settings_payload(self.settings))
+        return _Worker(index, process, ready_read)
+
+    def _watch(self) -> int:
+        while not self.stopping.wait(_POLL_S):
+            for position, worker in enumerate(self.workers):
+                code = worker.process.poll()
+                if code is None:
+                    worker.check_serving()
+                    continue
+                _mark_dead(self.metrics_dir, worker.process.pid)
+                worker.close()
+                if not worker.check_serving():
+                    log.error(
+                        "worker %d exited (status %d) before it could serve; stopping",
+                        worker.index,
+                        code,
+                    )
+                    return 3
+                now = time.monotonic()
+                self.restarts = [t for t in self.restarts if now - t < RESTART_WINDOW_S] + [now]
+                if len(self.restarts) > MAX_RESTARTS:
+                    log.error(
+                        "workers exited %d times within %g s; stopping",
+                        len(self.restarts),
+                        RESTART_WINDOW_S,
+                    )
+                    return 3
+                log.warning("worker %d exited (status %d); starting another", worker.index, code)
+                self.workers[position] = self._start(worker.index)
+        return 0
+
+    def _stop_all(self) -> None:
+        # New connections are refused once no process holds the socket open.
+        self.sock.close()
+        for worker in self.workers:
+            if worker.process.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    worker.process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + DRAIN_S + 5.0
+        for worker in self.workers:
+            try:
+                worker.process.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.warning("worker %d did not stop in time; killing it", worker.index)
+                worker.process.kill()
+                worker.process.wait()
+            worker.close()
+            _mark_dead(self.metrics_dir, worker.process.pid)
+
+
+def _metrics_dir() -> tuple[Path, bool]:
+    """The Prometheus multiprocess folder, emptied: the user's ($PROMETHEUS_MULTIPROC_DIR), or a
+    temporary one this supervisor owns (and removes)."""
+    given = os.environ.get(METRICS_DIR_ENV)
+    if given:
+        folder = Path(given)
+        folder.mkdir(parents=True, exist_ok=True)
+        for stale in folder.glob("*.db"):  # a previous run's counts would add to ours
+            stale.unlink(missing_ok=True)
+        return folder, False
+    return Path(tempfile.mkdtemp(prefix="vaegan-metrics-")), True
+
+
+def _mark_dead(folder: Path, pid: int) -> None:
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(pid, str(folder))  # type: ignore[no-untyped-call]
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to SIGTERM this process when the supervisor dies (a no-op elsewhere)."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+class _ReportingServer(uvicorn.Server):
+    """uvicorn's server, telling the supervisor once it listens (its model may still load)."""
+
+    def __init__(self, config: uvicorn.Config, ready_fd: int) -> None:
+        super().__init__(config)
+        self.ready_fd = ready_fd
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            os.write(self.ready_fd, b"1")
+            os.close(self.ready_fd)
+
+
+def worker_main(argv: list[str]) -> int:
+    """One worker: the inherited socket (fd argv[0]), settings on stdin, the app served on it,
+    and "serving" reported on the pipe argv[1]."""
+    _die_with_parent()
+    fd, ready_fd, index = (int(arg) for arg in argv)
+    settings = ServiceSettings(**json.loads(sys.stdin.buffer.read()))
+
+    from service.app import create_app
+    from service.cli import configure_logging
+    from service.server import uvicorn_config
+
+    configure_logging(settings.log_level)
+    sock = socket.socket(fileno=fd)
+    options: dict[str, Any] = {
+        "log_level": settings.log_level,
+        "access_log": False,
+        "timeout_graceful_shutdown": DRAIN_S,
+    }
+    server = _ReportingServer(uvicorn_config(create_app(settings), settings, **options), ready_fd)
+    log.info("worker %d (pid %d) serving", index, os.getpid())
+    server.run(sockets=[sock])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(worker_main(sys.argv[1:]))
