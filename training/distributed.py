@@ -25,6 +25,7 @@ class DistributedContext:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    local_world_size: int = 1  # processes of this job on this machine, sharing its cores
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
     @property
@@ -96,9 +97,6 @@ def init_distributed(requested_device: str) -> DistributedContext:
         backend = "nccl"
     else:
         backend = "gloo"
-        # Several ranks on one machine share its cores; more threads than cores makes the
-        # OpenMP workers spin against each other (measured: ~100x slower small ops).
-        local_world = int(os.environ.get("LOCAL_WORLD_SIZE", str(world_size)))
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world))
     dist.init_process_group(backend=backend, rank=rank, world_size=world_size)
-    return DistributedContext(rank, world_size, local_rank, device)
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", str(world_size)))
+    return DistributedContext(rank, world_size, local_rank, local_world, device)

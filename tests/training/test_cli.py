@@ -137,3 +137,26 @@ def test_metric_lines_a_kill_or_an_editor_damaged_are_left_out(tmp_path):
     assert [r["step"] for r in read_metrics(metrics)] == [1, 2]
     truncate_metrics(metrics, 1)
     assert [r["step"] for r in read_metrics(metrics)] == [1]
+
+
+def test_fit_sizes_its_threads_by_the_cores_it_may_use(synthetic_celeba, tmp_path):
+    """One core in the affinity mask (as taskset or a cpuset gives): one torch thread, said so;
+    --threads wins; OMP_NUM_THREADS, the usual way to pin a background run, is respected."""
+    data = tmp_path / "faces"
+    data.mkdir()
+    for name in ("000001.jpg", "000002.jpg"):
+        shutil.copyfile(synthetic_celeba / "img_align_celeba" / name, data / name)
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+
+    def fit(out: str, *extra: str, **popen) -> str:
+        command = [str(VENV_BIN / "vaegan-train"), "fit", "--data", str(data)]
+        command += ["--out", str(tmp_path / out), "--preset", "small32", "--steps", "1"]
+        command += ["--batch-size", "2", "--device", "cpu", "--quiet", *extra]
+        result = run_measured(command, timeout=120, **({"env": env} | popen))
+        assert result.returncode == 0, result.stderr
+        return result.stderr
+
+    one_core = fit("pinned", preexec_fn=lambda: os.sched_setaffinity(0, {0}))
+    assert "torch threads: 1 (this process may use 1 core (affinity))" in one_core
+    assert "torch threads: 3 (--threads)" in fit("flag", "--threads", "3")
+    assert "torch threads: 1 (OMP_NUM_THREADS)" in fit("omp", env=env | {"OMP_NUM_THREADS": "1"})

@@ -6,7 +6,12 @@ import argparse
 from pathlib import Path
 
 from model.config import OBJECTIVES, PRESETS
-from training.commands._args import Subparsers, add_command, add_device_argument
+from training.commands._args import (
+    Subparsers,
+    add_command,
+    add_device_argument,
+    int_in_range,
+)
 from training.fit import AUTHORS_STEPS, run_fit
 from training.recipe import RECIPE_SUMMARIES, RECIPES
 
@@ -92,5 +97,12 @@ def register(subparsers: Subparsers) -> None:
     output.add_argument("--keep-checkpoints", type=int, default=3)
     output.add_argument("--log-every", type=int, default=10, help="steps")
     output.add_argument("--workers", type=int, help="data loader processes")
+    output.add_argument(
+        "--threads",
+        type=int_in_range(1),
+        help="torch threads per process (default: the cores this process may really use, "
+        "from its cgroup quota and affinity, split between torchrun's local processes; "
+        "OMP_NUM_THREADS when set)",
+    )
     output.add_argument("--attribute-count", type=int, default=10_000)
     output.add_argument("--quiet", action="store_true", help="log lines instead of a bar")
