@@ -47,6 +47,8 @@ log = logging.getLogger("vaegan.service")
 METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # More restarts than this within RESTART_WINDOW_S is a crash loop, not bad luck.
 MAX_RESTARTS = 5
+# How long past a worker's drain (DRAIN_S) the supervisor waits before it kills the worker.
+STOP_MARGIN_S = 5.0
 RESTART_WINDOW_S = 60.0
 _POLL_S = 0.2
 _PR_SET_PDEATHSIG = 1
@@ -181,7 +183,7 @@ class Supervisor:
             if worker.process.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
                     worker.process.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + DRAIN_S + 5.0
+        deadline = time.monotonic() + DRAIN_S + STOP_MARGIN_S
         for worker in self.workers:
             try:
                 worker.process.wait(timeout=max(0.0, deadline - time.monotonic()))

@@ -7,7 +7,6 @@ kubectl is installed its built-in kustomize must render the same objects.
 
 from __future__ import annotations
 
-import ast
 import re
 import shutil
 import subprocess
@@ -18,7 +17,9 @@ import pytest
 import yaml
 
 from service.app import create_app
+from service.server import DRAIN_S
 from service.settings import ServiceSettings
+from service.workers import STOP_MARGIN_S
 from tests.deploy.kustomize import KustomizeError, json_patch, load_documents, render
 from tests.deploy.test_deploy import ROOT, _dockerfile_instructions
 
@@ -79,17 +80,10 @@ def _environment(container: dict) -> dict[str, dict]:
     return {variable["name"]: variable for variable in container["env"]}
 
 
-def _graceful_shutdown_s() -> int:
-    """uvicorn's drain, as service/cli.py sets it (`timeout_graceful_shutdown=`)."""
-    tree = ast.parse((ROOT / "service" / "cli.py").read_text())
-    (value,) = [
-        keyword.value
-        for node in ast.walk(tree)
-        if isinstance(node, ast.Call)
-        for keyword in node.keywords
-        if keyword.arg == "timeout_graceful_shutdown"
-    ]
-    return ast.literal_eval(value)
+def _graceful_shutdown_s() -> float:
+    """The longest a SIGTERMed `vaegan-serve` takes: uvicorn's drain in each worker, plus what
+    the supervisor of several workers waits beyond it before killing one."""
+    return DRAIN_S + STOP_MARGIN_S
 
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
@@ -284,8 +278,16 @@ def test_the_cpu_variant_drops_the_gpu_and_sets_cpu_limits(rendered, variant):
     assert set(resources["limits"]) == {"cpu", "memory"}
     environment = _environment(container)
     assert environment["VAEGAN_DEVICE"]["value"] == "cpu"
-    # PyTorch's threads fit the CPU limit, not the node.
-    assert int(environment["VAEGAN_TORCH_THREADS"]["value"]) <= int(resources["limits"]["cpu"])
+    # Workers and threads are sized by the pod's CPU, not the node's: VAEGAN_CPUS comes from
+    # the container's own request (equal to its limit, which the cgroup quota enforces), and
+    # no fixed thread count can contradict it.
+    assert environment["VAEGAN_CPUS"]["valueFrom"]["resourceFieldRef"] == {
+        "containerName": container["name"],
+        "resource": "requests.cpu",
+        "divisor": "1",
+    }
+    assert float(resources["requests"]["cpu"]).is_integer()
+    assert not {"VAEGAN_TORCH_THREADS", "VAEGAN_WORKERS"} & set(environment)
 
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
