@@ -288,11 +288,13 @@ def _gpu() -> str:
 # --------------------------------------------------------------------------------------------
 # docs/benchmarks.md
 
-# benchmarks/attacks.py and benchmarks/onnx_vs_torch.py write these sections; run_all.py, which
-# writes the rest, keeps them.
+# benchmarks/attacks.py, onnx_vs_torch.py, peers_compare.py and noisy_neighbour.py write these
+# sections; run_all.py, which writes the rest, keeps them.
 ATTACKS_HEADING = "## Attacks (issue 15's hardening)"
 ONNX_HEADING = "## onnxruntime against PyTorch (the ONNX export)"
-OWN_SECTIONS = (ATTACKS_HEADING, ONNX_HEADING)
+PEERS_HEADING = "## Against LitServe and plain FastAPI (the same model)"
+NEIGHBOUR_HEADING = "## Beside a noisy neighbour"
+OWN_SECTIONS = (ATTACKS_HEADING, ONNX_HEADING, PEERS_HEADING, NEIGHBOUR_HEADING)
 
 
 def markdown_section(text: str, heading: str) -> str | None:
