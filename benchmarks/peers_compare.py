@@ -184,9 +184,7 @@ class Cell:
         return statistics.median(values) if values else float("nan")
 
 
-async def _drive(
-    url: str, upload: bytes, concurrency: int, count: int
-) -> tuple[float, list[float]]:
+async def drive(url: str, upload: bytes, concurrency: int, count: int) -> tuple[float, list[float]]:
     remaining = count
     latencies: list[float] = []
     one = httpx.Limits(max_connections=1, max_keepalive_connections=1)
@@ -213,9 +211,9 @@ async def _drive(
 
 def measure(running: Running, cell: Cell, upload: bytes, count: int) -> None:
     c = cell.concurrency
-    asyncio.run(_drive(running.url, upload, c, max(20, 2 * c)))  # warm-up at this concurrency
+    asyncio.run(drive(running.url, upload, c, max(20, 2 * c)))  # warm-up at this concurrency
     cpu = running.cpu_seconds()
-    seconds, latencies = asyncio.run(_drive(running.url, upload, c, count))
+    seconds, latencies = asyncio.run(drive(running.url, upload, c, count))
     cell.rps.append(count / seconds)
     cell.p50_ms.append(percentile(latencies, 50))
     cell.p99_ms.append(percentile(latencies, 99))
