@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 DEVICE_NAMES = "auto, cpu, cuda or cuda:N"
 _DEVICE_NAME = re.compile(r"auto|cpu|cuda(:[0-9]+)?")
@@ -30,6 +32,10 @@ def is_device_name(requested: str) -> bool:
 
 def select_device(requested: str) -> torch.device:
     """`auto` picks CUDA when present, else the CPU; asking for CUDA without it is an error."""
+    # Imported here: the service's supervisor validates device names without loading torch
+    # (2.5 s and a quarter of a worker's memory).
+    import torch
+
     if not is_device_name(requested):
         raise DeviceError(requested, f"not a device name; use {DEVICE_NAMES}")
     if requested == "auto":

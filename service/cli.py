@@ -99,13 +99,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     configure_logging(settings.log_level)
 
+    from model.cpu_budget import cpu_budget
+    from service.sizing import serving_plan
+
+    if settings.workers != 1 and (settings.workers or cpu_budget(settings.cpus).cores) > 1:
+        # Several workers are possible: check the device and the checkpoint in a short-lived
+        # process, so that this supervisor never loads torch (2.5 s, ~250 MB) itself.
+        from service.workers import preflight
+
+        device_type, problem = preflight(settings)
+        if problem is not None:
+            print(f"vaegan-serve: error: {problem}", file=sys.stderr)
+            return 2
+        plan = serving_plan(settings, device_type)
+        if plan.workers > 1:
+            logging.getLogger("vaegan.service").info("%s", plan.describe())
+            return _serve_workers(settings, plan)
+
     import uvicorn
 
     from model.checkpoint import CheckpointError, load_checkpoint
     from model.device import DeviceError, select_device
     from service.app import create_app
     from service.server import DRAIN_S, uvicorn_config
-    from service.sizing import serving_plan
 
     try:
         device = select_device(settings.device)
@@ -115,11 +131,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         # A DeviceError names the device, not a flag: it may come from VAEGAN_DEVICE.
         print(f"vaegan-serve: error: {exc}", file=sys.stderr)
         return 2
-    plan = serving_plan(settings, device.type)
+    plan = serving_plan(settings, device.type, default_workers=1)
     logging.getLogger("vaegan.service").info("%s", plan.describe())
-    if plan.workers > 1:
-        del checkpoint  # each worker loads its own
-        return _serve_workers(settings, plan)
     settings = settings.model_copy(
         update={
             "workers": 1,

@@ -72,6 +72,15 @@ class _Worker:
             os.close(self.ready_pipe)
 
 
+def _python(args: list[str]) -> dict[str, Any]:
+    """Popen arguments that run this same interpreter with `args`. Through /proc/self/exe where
+    there is one: the file this process already runs, even where its path is one the service's
+    user may not walk (an interpreter under /root, run with dropped privileges); argv[0] stays
+    sys.executable, which is how Python finds its virtual environment."""
+    executable = "/proc/self/exe" if Path("/proc/self/exe").exists() else sys.executable
+    return {"args": [sys.executable, *args], "executable": executable}
+
+
 def bind(settings: ServiceSettings) -> socket.socket:
     """The listening socket every worker shares (OSError when the address is taken)."""
     family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
@@ -134,7 +143,7 @@ class Supervisor:
         fds = (self.sock.fileno(), ready_write)
         try:
             process = subprocess.Popen(
-                [sys.executable, "-m", "service.workers", *map(str, fds), str(index)],
+                **_python(["-m", "service.workers", *map(str, fds), str(index)]),
                 stdin=subprocess.PIPE,
                 env=env,
                 pass_fds=fds,
@@ -193,6 +202,37 @@ class Supervisor:
                 worker.process.wait()
             worker.close()
             _mark_dead(self.metrics_dir, worker.process.pid)
+
+
+def preflight(settings: ServiceSettings) -> tuple[str, str | None]:
+    """The device type the settings resolve to ("cpu" or "cuda") and, when the device is not
+    there or the checkpoint does not load, why: checked in a separate process (`--preflight`),
+    so that the caller does not load torch."""
+    result = subprocess.run(
+        **_python(["-m", "service.workers", "--preflight"]),
+        input=settings_payload(settings),
+        capture_output=True,
+        check=False,
+    )
+    if result.returncode == 0:
+        return result.stdout.decode().strip(), None
+    lines = result.stderr.decode(errors="replace").strip().splitlines()
+    return "", lines[-1] if lines else f"the preflight check failed (status {result.returncode})"
+
+
+def _preflight_main() -> int:
+    from model.checkpoint import CheckpointError, load_checkpoint
+    from model.device import DeviceError, select_device
+
+    settings = ServiceSettings(**json.loads(sys.stdin.buffer.read()))
+    try:
+        device = select_device(settings.device)
+        load_checkpoint(settings.checkpoint)
+    except (CheckpointError, DeviceError) as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    print(device.type)
+    return 0
 
 
 def _metrics_dir() -> tuple[Path, bool]:
@@ -260,4 +300,4 @@ def worker_main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(worker_main(sys.argv[1:]))
+    sys.exit(_preflight_main() if sys.argv[1:] == ["--preflight"] else worker_main(sys.argv[1:]))
