@@ -8,8 +8,10 @@ left, quiet and beside the neighbour, for
 
 - the service: `POST /reconstruct` at concurrency 32 (req/s and p99), with its defaults and as it
   was before worker processes (one process, torch threads = cores);
-- `fit`: seconds per medium64 training step at batch 64 (benchmarks/step_time.py), with the
-  default threads, and with OMP_WAIT_POLICY=PASSIVE (OpenMP threads sleep instead of spinning).
+- `fit`: seconds per medium64 training step at batch 64 (benchmarks/step_time.py) on all the
+  cores with libgomp's own waiting (spin, then sleep: what `fit` did before), with passive
+  waiting (OMP_WAIT_POLICY=PASSIVE, which `training` now sets unless told otherwise), and on one
+  thread.
 
 Target: beside the neighbour, each keeps >= 45% of its quiet throughput (losing one core of two
 costs 50%; worse than that is the collapse). Run on a quiet machine:
@@ -85,8 +87,9 @@ def fit_step_s(env: dict[str, str], busy: bool, steps: int) -> float:
     command = [sys.executable, str(ROOT / "benchmarks" / "step_time.py"), "--presets", "medium64"]
     command += ["--steps", str(steps)]
     with neighbour(busy):
+        base = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
         output = subprocess.run(
-            command, env={**os.environ, **env}, capture_output=True, text=True, check=True
+            command, env=base | env, capture_output=True, text=True, check=True
         ).stdout
     match = re.search(r"medium64\s+\S+\s+([0-9.]+) s/step", output)
     if match is None:
@@ -130,9 +133,9 @@ def main(argv: list[str] | None = None) -> int:
             )
             print(rows[-1], flush=True)
     fits = [
-        (f"`fit`, {cores} threads (default)", {"OMP_NUM_THREADS": str(cores)}),
+        (f"`fit`, {cores} threads, libgomp's waiting (before)", {"OMP_NUM_THREADS": str(cores)}),
         (
-            f"`fit`, {cores} threads, OMP_WAIT_POLICY=PASSIVE",
+            f"`fit`, {cores} threads, passive waiting (the default now)",
             {"OMP_NUM_THREADS": str(cores), "OMP_WAIT_POLICY": "PASSIVE"},
         ),
         ("`fit --threads 1`", {"OMP_NUM_THREADS": "1"}),

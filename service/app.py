@@ -30,13 +30,21 @@ _TAGS = [
 ]
 
 
-def create_app(settings: ServiceSettings, checkpoint: Checkpoint | None = None) -> FastAPI:
-    """The service for `settings`; a checkpoint already loaded (by the CLI) is used as is."""
+def create_app(
+    settings: ServiceSettings, checkpoint: Checkpoint | None = None, *, wait_for_model: bool = False
+) -> FastAPI:
+    """The service for `settings`; a checkpoint already loaded (by the CLI) is used as is.
+
+    The model loads in the background while /health/live answers, unless `wait_for_model`: then
+    startup ends (and uvicorn starts listening) only once it is ready, which a worker among
+    several wants (service/workers.py)."""
     metrics = ServiceMetrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         loader = asyncio.create_task(_load(app, settings, checkpoint, metrics))
+        if wait_for_model:
+            await asyncio.shield(loader)
         try:
             yield
         finally:

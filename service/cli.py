@@ -158,16 +158,16 @@ def _serve_workers(settings: Any, plan: Any) -> int:
     from service.workers import Supervisor, bind
 
     try:
-        sock = bind(settings)
+        sockets = bind(settings, plan.workers)
     except OSError as exc:
         print(
             f"vaegan-serve: error: cannot listen on {settings.host}:{settings.port}: {exc}",
             file=sys.stderr,
         )
         return 3
-    host, port = sock.getsockname()[:2]
+    host, port = sockets[0].getsockname()[:2]
     logging.getLogger("vaegan.service").info("listening on http://%s:%d", host, port)
-    return Supervisor(settings, plan, sock).run()
+    return Supervisor(settings, plan, sockets).run()
 
 
 if __name__ == "__main__":
