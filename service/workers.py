@@ -13,7 +13,7 @@ The supervisor
 - restarts a worker that dies after it started serving (an out-of-memory kill, say); one that
   dies before (it reports over a pipe once uvicorn listens), or that keeps dying, would repeat
   for ever: then everything stops and `vaegan-serve` exits 3;
-- on SIGTERM or SIGINT closes its copy of the socket and sends each worker one SIGTERM, so each
+- on SIGTERM or SIGINT closes its copies of the sockets and sends each worker one SIGTERM, so each
   drains its in-flight requests like the single-process server, and waits for them;
 - keeps one Prometheus multiprocess folder, so `/metrics` on any worker reports them all.
 
