@@ -9,6 +9,7 @@ Used by `serve_load.py` (the concurrency sweep), `load_soak.py` (soak and overlo
 from __future__ import annotations
 
 import argparse
+import datetime
 import io
 import math
 import os
@@ -320,3 +321,21 @@ def with_markdown_section(text: str, heading: str, section: str) -> str:
     after = "\n".join(lines[end:]).strip()
     before = "\n".join(lines[:start])
     return before + "\n" + section + ("\n" + after + "\n" if after else "")
+
+
+def write_docs_section(docs: Path, heading: str, section: str) -> None:
+    """Replace (or add) the section under `heading` of the page `docs` with `section`."""
+    old = docs.read_text() if docs.is_file() else ""
+    docs.write_text(with_markdown_section(old, heading, section))
+    print(f"wrote the section '{heading}' of {docs}")
+
+
+def measured_by(
+    command: str, started: datetime.datetime, minutes: float, machine_info: dict[str, str]
+) -> str:
+    """The line that opens a section: which command, when, which commit, on what machine."""
+    described = ", ".join(f"{name} {value}" for name, value in machine_info.items())
+    return (
+        f"Measured by `{command}` on {started:%Y-%m-%d} in {minutes:.1f} minutes, commit "
+        f"{git_revision()}, on: {described}."
+    )

@@ -43,9 +43,9 @@ from benchmarks.harness import (
     ROOT,
     announce,
     face_jpeg,
-    git_revision,
+    measured_by,
     percentile,
-    with_markdown_section,
+    write_docs_section,
 )
 from benchmarks.peers_compare import Cell, Peer, Running, drive
 from model.demo import demo_checkpoint_path
@@ -159,13 +159,11 @@ def main(argv: list[str] | None = None) -> int:
     print("\n" + table)
     if args.write_docs:
         minutes = (time.monotonic() - clock) / 60
-        described = ", ".join(f"{name} {value}" for name, value in machine_info.items())
         section = "\n".join(
             [
                 NEIGHBOUR_HEADING,
                 "",
-                f"Measured by `{command}` on {started:%Y-%m-%d} in {minutes:.1f} minutes, commit "
-                f"{git_revision()}, on: {described}.",
+                measured_by(command, started, minutes, machine_info),
                 "",
                 "The neighbour is `python -c 'while True: pass'`: one core kept busy. The "
                 "service answers `POST /reconstruct` at concurrency 32 (the bundled model); "
@@ -176,9 +174,7 @@ def main(argv: list[str] | None = None) -> int:
                 "",
             ]
         )
-        old = args.docs.read_text() if args.docs.is_file() else ""
-        args.docs.write_text(with_markdown_section(old, NEIGHBOUR_HEADING, section))
-        print(f"wrote the section '{NEIGHBOUR_HEADING}' of {args.docs}")
+        write_docs_section(args.docs, NEIGHBOUR_HEADING, section)
     return 0
 
 

@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np
 import torch
 
-from benchmarks.harness import ONNX_HEADING, ROOT, announce, git_revision, with_markdown_section
+from benchmarks.harness import ONNX_HEADING, ROOT, announce, git_revision, write_docs_section
 from model.checkpoint import load_checkpoint
 from model.demo import demo_checkpoint_path
 from service.predictor import Predictor
@@ -239,9 +239,7 @@ def main(argv: list[str] | None = None) -> int:
         section = docs_section(
             command, started, minutes, machine_info, cells, args.rounds, args.seconds, busy
         )
-        old = args.docs.read_text() if args.docs.is_file() else ""
-        args.docs.write_text(with_markdown_section(old, ONNX_HEADING, section))
-        print(f"wrote the section '{ONNX_HEADING}' of {args.docs}")
+        write_docs_section(args.docs, ONNX_HEADING, section)
     return 0
 
 

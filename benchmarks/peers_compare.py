@@ -44,9 +44,9 @@ from benchmarks.harness import (
     announce,
     face_jpeg,
     free_port,
-    git_revision,
+    measured_by,
     percentile,
-    with_markdown_section,
+    write_docs_section,
 )
 from model.demo import demo_checkpoint_path
 
@@ -381,13 +381,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"bare: {best_bare:.0f} images/s (best of {[round(b) for b in bare]})")
     if args.write_docs:
         minutes = (time.monotonic() - clock) / 60
-        described = ", ".join(f"{name} {value}" for name, value in machine_info.items())
         section = "\n".join(
             [
                 PEERS_HEADING,
                 "",
-                f"Measured by `{command}` on {started:%Y-%m-%d} in {minutes:.1f} minutes, commit "
-                f"{git_revision()}, on: {described}.",
+                measured_by(command, started, minutes, machine_info),
                 "",
                 "Every server serves the bundled demo model (medium64) with the same codec, "
                 "forward and PNG encoder (benchmarks/peers/); one client drives them all "
@@ -408,9 +406,7 @@ def main(argv: list[str] | None = None) -> int:
                 "",
             ]
         )
-        old = args.docs.read_text() if args.docs.is_file() else ""
-        args.docs.write_text(with_markdown_section(old, PEERS_HEADING, section))
-        print(f"wrote the section '{PEERS_HEADING}' of {args.docs}")
+        write_docs_section(args.docs, PEERS_HEADING, section)
     return 0
 
 
