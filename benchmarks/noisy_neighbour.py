@@ -9,9 +9,8 @@ left, quiet and beside the neighbour, for
 - the service: `POST /reconstruct` at concurrency 32 (req/s and p99), with its defaults and as it
   was before worker processes (one process, torch threads = cores);
 - `fit`: seconds per medium64 training step at batch 64 (benchmarks/step_time.py) on all the
-  cores with libgomp's own waiting (spin, then sleep: what `fit` did before), with passive
-  waiting (OMP_WAIT_POLICY=PASSIVE, which `training` now sets unless told otherwise), and on one
-  thread.
+  cores with libgomp's own waiting (spin, then sleep: `fit`'s default), with passive waiting
+  (OMP_WAIT_POLICY=PASSIVE), and on one thread.
 
 Target: beside the neighbour, each keeps >= 45% of its quiet throughput (losing one core of two
 costs 50%; worse than that is the collapse). Run on a quiet machine:
@@ -133,9 +132,9 @@ def main(argv: list[str] | None = None) -> int:
             )
             print(rows[-1], flush=True)
     fits = [
-        (f"`fit`, {cores} threads, libgomp's waiting (before)", {"OMP_NUM_THREADS": str(cores)}),
+        (f"`fit`, {cores} threads (the default)", {"OMP_NUM_THREADS": str(cores)}),
         (
-            f"`fit`, {cores} threads, passive waiting (the default now)",
+            f"`fit`, {cores} threads, OMP_WAIT_POLICY=PASSIVE",
             {"OMP_NUM_THREADS": str(cores), "OMP_WAIT_POLICY": "PASSIVE"},
         ),
         ("`fit --threads 1`", {"OMP_NUM_THREADS": "1"}),
