@@ -8,9 +8,13 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
+
+if TYPE_CHECKING:
+    from service.settings import ServiceSettings
+    from service.sizing import ServingPlan
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -131,15 +135,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         # A DeviceError names the device, not a flag: it may come from VAEGAN_DEVICE.
         print(f"vaegan-serve: error: {exc}", file=sys.stderr)
         return 2
+    # One process: the app's Runtime sizes its threads by this same plan.
     plan = serving_plan(settings, device.type, default_workers=1)
     logging.getLogger("vaegan.service").info("%s", plan.describe())
-    settings = settings.model_copy(
-        update={
-            "workers": 1,
-            "torch_threads": plan.torch_threads,
-            "decode_threads": plan.codec_threads,
-        }
-    )
     config = uvicorn_config(
         create_app(settings, checkpoint),
         settings,
@@ -154,7 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0 if server.started else 3
 
 
-def _serve_workers(settings: Any, plan: Any) -> int:
+def _serve_workers(settings: ServiceSettings, plan: ServingPlan) -> int:
     from service.workers import Supervisor, bind
 
     try:

@@ -122,14 +122,8 @@ class Supervisor:
     def __init__(
         self, settings: ServiceSettings, plan: ServingPlan, sockets: list[socket.socket]
     ) -> None:
-        # Every worker gets the plan's numbers explicitly, so each sizes itself as one of N.
-        self.settings = settings.model_copy(
-            update={
-                "workers": plan.workers,
-                "torch_threads": plan.torch_threads,
-                "decode_threads": plan.codec_threads,
-            }
-        )
+        # Told how many they are, the workers' Runtimes size their threads by this same plan.
+        self.settings = settings.model_copy(update={"workers": plan.workers})
         self.plan = plan
         self.sockets = sockets  # worker i serves sockets[i]
         self.workers: list[_Worker] = []
