@@ -16,13 +16,13 @@ x_p = Dec(z_p) the prior samples, Dis_l(x) the discriminator's l-th layer. Per i
 
 L_GAN here is D's cross-entropy, the paper's L_GAN with the sign D minimises; it is logged as
 `L_gan`. `--objective vae` has no D and `gan` no encoder; ALI's game has its own step,
-`compute_ali_gradients`, at the end.
+`_ali_forward_pass`, at the end.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -97,17 +97,47 @@ def frozen_batch_norm_statistics(module: nn.Module) -> Iterator[None]:
 def compute_gradients(
     nets: Networks, images: Tensor, recipe: Recipe, noise: Noise, *, autocast: bool = False
 ) -> dict[str, Tensor]:
-    """One forward pass, then each network's gradient into its parameters' `.grad`.
+    """One forward pass, then every network's gradient into its parameters' `.grad`.
 
     Returns the per-image terms by name for the logs and the equilibrium rule, detached.
     """
+    started = forward_pass(nets, images, recipe, noise, autocast=autocast)
+    return started.figures | started.backward()
+
+
+class ForwardPass:
+    """A step after its forward pass: its figures, and the gradients still to be taken.
+
+    The trainer decides from the figures which networks the step updates before any gradient
+    is taken: the equilibrium rule pauses D on most steps (65-95%), and D's backward pass is
+    about a sixth of a step, so a paused D's gradient is never computed.
+    """
+
+    def __init__(
+        self, figures: dict[str, Tensor], take_gradients: Callable[[bool], dict[str, Tensor]]
+    ) -> None:
+        self.figures = {name: value.detach() for name, value in figures.items()}
+        self._take_gradients = take_gradients
+
+    def backward(self, *, discriminator: bool = True) -> dict[str, Tensor]:
+        """Each network's gradient into `.grad`, D's only when `discriminator`; returns the
+        decoder's gradient norms by part (none under DistributedDataParallel), detached."""
+        norms = self._take_gradients(discriminator)
+        return {name: value.detach() for name, value in norms.items()}
+
+
+def forward_pass(
+    nets: Networks, images: Tensor, recipe: Recipe, noise: Noise, *, autocast: bool = False
+) -> ForwardPass:
+    """Every term of the step from one forward pass; no gradient is taken yet."""
     if recipe.objective == "ali":
-        return compute_ali_gradients(nets, images, recipe, noise, autocast=autocast)
+        return _ali_forward_pass(nets, images, recipe, noise, autocast=autocast)
     with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=autocast):
         terms = forward(nets, images, recipe, noise)
-    figures = terms.figures(recipe)
-    figures |= backward(nets, terms, recipe)
-    return {name: value.detach() for name, value in figures.items()}
+    return ForwardPass(
+        terms.figures(recipe),
+        lambda discriminator: backward(nets, terms, recipe, discriminator=discriminator),
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -242,8 +272,11 @@ def _gan_terms(
 # DistributedDataParallel requires.
 
 
-def backward(nets: Networks, terms: Terms, recipe: Recipe) -> dict[str, Tensor]:
-    """Each network's gradient into `.grad`; returns the decoder's gradient norms by part."""
+def backward(
+    nets: Networks, terms: Terms, recipe: Recipe, *, discriminator: bool = True
+) -> dict[str, Tensor]:
+    """Each network's gradient into `.grad` (D's only when `discriminator`); returns the
+    decoder's gradient norms by part."""
     llike_weight, gan_weight = terms.decoder_weights(recipe)
     # The decoder's gradient in its weighted parts, by name: (output, seed) for autograd.
     decoder_parts: dict[str, tuple[Tensor, Tensor]] = {}
@@ -258,8 +291,9 @@ def backward(nets: Networks, terms: Terms, recipe: Recipe) -> dict[str, Tensor]:
         loss = terms.gan.decoder_loss
         decoder_parts["gan"] = (loss, torch.full_like(loss, gan_weight))
     # (2) Decoder: minimise gamma * L_llike - (1 - gamma) * L_GAN (or its non-saturating form).
-    norms = _decoder_gradient(nets, decoder_parts, keep_graph=terms.gan is not None)
-    if terms.gan is not None:
+    trains_discriminator = terms.gan is not None and discriminator
+    norms = _decoder_gradient(nets, decoder_parts, keep_graph=trains_discriminator)
+    if terms.gan is not None and discriminator:
         # (3) Discriminator: minimise L_GAN.
         parameters = list(nets.model.discriminator.parameters())
         torch.autograd.backward(terms.gan.discriminator_loss, inputs=parameters)
@@ -311,9 +345,9 @@ def _decoder_gradient(
 # ALI
 
 
-def compute_ali_gradients(
+def _ali_forward_pass(
     nets: Networks, images: Tensor, recipe: Recipe, noise: Noise, *, autocast: bool = False
-) -> dict[str, Tensor]:
+) -> ForwardPass:
     """ALI (Dumoulin et al. 2016): D(x, z) tells encoder pairs from decoder pairs.
 
     Encoder pairs are (x, z^) with z^ = mu(x) + sigma(x) * eps drawn by the reparameterisation
@@ -344,7 +378,7 @@ def compute_ali_gradients(
         ) / batch
     else:
         generator_loss = -(real_cost.sum() + fake_cost.sum()) / batch
-    terms = {
+    figures = {
         "L_gan": (real_cost.sum() + fake_cost.sum()) / batch,
         "L_gen": generator_loss,
         "real_cost": real_cost.mean(),
@@ -352,9 +386,15 @@ def compute_ali_gradients(
         "D_x": torch.sigmoid(real_logits).mean(),
         "D_G_z": torch.sigmoid(fake_logits).mean(),
     }
-    # (1) Encoder and decoder: minimise L_gen.
-    generators = [*model.encoder.parameters(), *model.decoder.parameters()]
-    torch.autograd.backward(generator_loss, inputs=generators, retain_graph=True)
-    # (2) Discriminator: minimise D's weighted loss.
-    torch.autograd.backward(discriminator_loss, inputs=list(model.discriminator.parameters()))
-    return {name: value.detach() for name, value in terms.items()}
+
+    def take_gradients(discriminator: bool) -> dict[str, Tensor]:
+        # (1) Encoder and decoder: minimise L_gen.
+        generators = [*model.encoder.parameters(), *model.decoder.parameters()]
+        torch.autograd.backward(generator_loss, inputs=generators, retain_graph=discriminator)
+        if discriminator:
+            # (2) Discriminator: minimise D's weighted loss.
+            parameters = list(model.discriminator.parameters())
+            torch.autograd.backward(discriminator_loss, inputs=parameters)
+        return {}
+
+    return ForwardPass(figures, take_gradients)

@@ -43,7 +43,7 @@ from training.run_dir import (
     truncate_metrics,
 )
 from training.sampling import EpochSampler, FlipView
-from training.step import Networks, Noise, compute_gradients, seeded_global_generator, step_seed
+from training.step import Networks, Noise, forward_pass, seeded_global_generator, step_seed
 
 log = logging.getLogger(__name__)
 
@@ -179,7 +179,7 @@ class Trainer:
         for optimizer in self.optimizers.values():
             optimizer.zero_grad(set_to_none=True)
 
-        # All three gradients, from this step's noise; nothing has been stepped yet.
+        # Every term from this step's noise; no gradient is taken yet.
         seed = step_seed(self.recipe.seed, self.context.rank, step)
         shape = (len(images), self.model.config.latent_dim)
         # Models without dropout draw nothing from the global generator: they skip saving and
@@ -187,16 +187,11 @@ class Trainer:
         seeded = seeded_global_generator(seed, self.device) if self.uses_dropout else None
         with seeded or contextlib.nullcontext():
             noise = Noise.draw(seed, shape, self.device)
-            terms = compute_gradients(self.nets, images, self.recipe, noise, autocast=self.on_cuda)
+            started = forward_pass(self.nets, images, self.recipe, noise, autocast=self.on_cuda)
 
         # Every rank decides on the same figures: the mean over ranks.
-        values = self.context.mean_of({name: float(v) for name, v in terms.items()})
-        for name, value in values.items():
-            if not math.isfinite(value):
-                raise DivergenceError(
-                    f"step {step}: {name} is {value}; training stopped before applying it. "
-                    f"The last good checkpoint and {self.run_dir / STATE_FILE} are intact"
-                )
+        values = self.context.mean_of({name: float(v) for name, v in started.figures.items()})
+        self._refuse_divergence(step, values)
 
         # The authors' equilibrium rule may pause D or the decoder for this step.
         update_discriminator, update_decoder = True, True
@@ -207,6 +202,10 @@ class Trainer:
                 self.recipe.equilibrium,
                 self.recipe.margin,
             )
+        # All the gradients the step uses before any optimiser steps; a paused D's is not taken.
+        norms = started.backward(discriminator=update_discriminator)
+        values |= {name: float(value) for name, value in norms.items()}
+        self._refuse_divergence(step, values)
         if self.recipe.trains_encoder:
             self.optimizers["encoder"].step()
         if update_decoder:
@@ -222,6 +221,14 @@ class Trainer:
         return StepStats(
             values, update_discriminator, update_decoder, len(images) * self.context.world_size
         )
+
+    def _refuse_divergence(self, step: int, values: dict[str, float]) -> None:
+        for name, value in values.items():
+            if not math.isfinite(value):
+                raise DivergenceError(
+                    f"step {step}: {name} is {value}; training stopped before applying it. "
+                    f"The last good checkpoint and {self.run_dir / STATE_FILE} are intact"
+                )
 
     @property
     def inference_model(self) -> VAEGAN:

@@ -17,7 +17,7 @@ from training.cli import main
 from training.distributed import DistributedContext
 from training.recipe import RECIPES, Recipe, describe_recipe
 from training.run_dir import load_training_state, read_metrics
-from training.step import Networks, Noise, compute_gradients
+from training.step import Networks, Noise, compute_gradients, forward_pass
 
 
 def _setup(seed=0, batch=6, size=32):
@@ -461,6 +461,35 @@ def test_ali_gradients_match_the_losses_written_out():
             torch.testing.assert_close(mine, theirs, rtol=1e-4, atol=1e-5 * scale + 1e-12)
     assert {"L_gan", "L_gen", "real_cost", "fake_cost", "D_x", "D_G_z"} == set(terms)
     assert 0 < float(terms["D_x"]) < 1 and 0 < float(terms["D_G_z"]) < 1
+
+
+@pytest.mark.parametrize(
+    "recipe",
+    [
+        Recipe(),
+        Recipe(discriminate_reconstructions=True),
+        Recipe(objective="ali", decoder_gan_loss="non-saturating"),
+    ],
+    ids=["vaegan", "discriminate-reconstructions", "ali"],
+)
+def test_a_paused_discriminator_gets_no_gradient_and_the_others_are_unchanged(recipe):
+    """The equilibrium rule pauses D on most steps: its backward pass is skipped then, and the
+    encoder's and decoder's gradients are exactly those of the full step."""
+    model, images, noise = _ali_setup() if recipe.objective == "ali" else _setup()
+    paused = copy.deepcopy(model)
+    torch.manual_seed(3)  # ALI's dropout masks, the same in both
+    full, full_terms = _one_forward_grads(model, images, recipe, noise)
+    torch.manual_seed(3)
+    started = forward_pass(Networks(paused, DistributedContext()), images, recipe, noise)
+    assert set(started.figures) | {"grad_dec_llike", "grad_dec_gan"} >= set(full_terms)
+    norms = started.backward(discriminator=False)
+    assert all(p.grad is None for p in paused.discriminator.parameters())
+    for name in ("encoder", "decoder"):
+        for mine, theirs in zip(getattr(paused, name).parameters(), full[name], strict=True):
+            assert mine.grad is not None and theirs is not None
+            torch.testing.assert_close(mine.grad, theirs, rtol=0, atol=0)
+    for name, value in norms.items():
+        torch.testing.assert_close(value, full_terms[name], rtol=0, atol=0)
 
 
 def test_ali_saturating_loss_is_minus_the_discriminators():
