@@ -51,29 +51,31 @@ def plot_loss_curves(metrics_path: Path, out_path: Path) -> bool:
     records = read_metrics(metrics_path)
     if not records:
         return False
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # The object API, not pyplot: no global figure state, and it starts faster; fixed margins
+    # and legend corners, because tight_layout and loc="best" measured more than half of the
+    # plot's second, paid at the end of every run.
+    from matplotlib.figure import Figure
 
     steps = [r["step"] for r in records]
     present = [p for p in _PANELS if any(name in records[0] for name in p[1])]
-    figure, axes = plt.subplots(len(present), 1, figsize=(8, 2.6 * len(present)), sharex=True)
-    for axis, (title, names, logarithmic) in zip(
-        [axes] if len(present) == 1 else axes, present, strict=True
-    ):
+    height = 2.6 * len(present)
+    figure = Figure(figsize=(8, height))
+    axes = figure.subplots(len(present), 1, sharex=True, squeeze=False)[:, 0]
+    for axis, (title, names, logarithmic) in zip(axes, present, strict=True):
         for name in names:
             if name in records[0]:
                 axis.plot(steps, [r.get(name, math.nan) for r in records], label=name)
         if logarithmic and all(r.get(n, 1) > 0 for r in records for n in names if n in r):
             axis.set_yscale("log")
         axis.set_title(title, fontsize=10)
-        axis.legend(fontsize=8, loc="best")
+        axis.legend(fontsize=8, loc="upper right")
         axis.grid(alpha=0.3)
     figure.supxlabel("step")
-    figure.tight_layout()
+    # Margins in inches, whatever the number of panels: 0.45 above, 0.6 below for "step".
+    figure.subplots_adjust(
+        left=0.1, right=0.97, top=1 - 0.45 / height, bottom=0.6 / height, hspace=0.45
+    )
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=100)
-    plt.close(figure)
     atomic_write_bytes(out_path, buffer.getvalue())
     return True
