@@ -243,7 +243,11 @@ def _finish(trainer: Trainer, args: argparse.Namespace) -> None:
         evaluation_extra["attributes"] = {"images": report.images, "skipped": list(report.skipped)}
     metadata = trainer.checkpoint_metadata()
     metadata["evaluation"] |= evaluation_extra
-    plot_loss_curves(trainer.run_dir / METRICS_FILE, trainer.run_dir / LOSS_CURVES)
+    plot_loss_curves(
+        trainer.run_dir / METRICS_FILE,
+        trainer.run_dir / LOSS_CURVES,
+        equilibrium=trainer.recipe.uses_equilibrium,
+    )
     # Written last: a run whose final checkpoint exists is complete, and a re-run with
     # --resume-if-present returns at once instead of finishing what a kill interrupted.
     final = save_checkpoint(

@@ -17,12 +17,13 @@ from training.run_dir import read_metrics
 
 # (title, metrics drawn, logarithmic y axis), top to bottom; a panel whose metrics the run did
 # not log is left out.
+_SKIPS = ("equilibrium skips", ("skip_rate_discriminator", "skip_rate_decoder"), False)
 _PANELS = (
     ("losses (per image)", ("L_prior", "L_llike", "L_gan", "L_gen"), True),
     # What the decoder follows: gamma * |dL_llike| against (1 - gamma) * |dL_gan|.
     ("decoder gradient norms", ("grad_dec_llike", "grad_dec_gan"), True),
     ("discriminator", ("D_x", "D_G_z"), False),
-    ("equilibrium skips", ("skip_rate_discriminator", "skip_rate_decoder"), False),
+    _SKIPS,
     ("throughput (images/s)", ("images_per_second",), False),
 )
 
@@ -46,8 +47,11 @@ def write_sample_grids(
     atomic_write_bytes(directory / f"reconstructions-{step:07d}.png", encode_png(grid))
 
 
-def plot_loss_curves(metrics_path: Path, out_path: Path) -> bool:
-    """Loss terms, D outputs and skip rates against step, as a PNG; False without data."""
+def plot_loss_curves(metrics_path: Path, out_path: Path, *, equilibrium: bool = True) -> bool:
+    """Loss terms, D outputs and skip rates against step, as a PNG; False without data.
+
+    Without `equilibrium` (a run without D, or with the rule off) nothing was ever skipped, and
+    the skip-rate panel, always zero, is left out."""
     records = read_metrics(metrics_path)
     if not records:
         return False
@@ -58,6 +62,8 @@ def plot_loss_curves(metrics_path: Path, out_path: Path) -> bool:
 
     steps = [r["step"] for r in records]
     present = [p for p in _PANELS if any(name in records[0] for name in p[1])]
+    if not equilibrium:
+        present = [p for p in present if p is not _SKIPS]
     height = 2.6 * len(present)
     figure = Figure(figsize=(8, height))
     axes = figure.subplots(len(present), 1, sharex=True, squeeze=False)[:, 0]

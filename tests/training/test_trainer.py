@@ -235,7 +235,8 @@ def test_fit_writes_everything_a_user_looks_at(synthetic_celeba, tmp_path):
     samples = Image.open(out / "samples" / "samples-0000008.png")
     assert samples.size == (8 * 34 + 2, 8 * 34 + 2)
     assert Image.open(out / "samples" / "reconstructions-0000003.png").format == "PNG"
-    assert Image.open(out / "loss_curves.png").size[0] > 400
+    # Five panels: losses, decoder gradients, D's verdicts, skip rates, throughput.
+    assert Image.open(out / "loss_curves.png").size == (800, 5 * 260)
 
 
 def test_vae_objective_never_touches_the_discriminator(synthetic_celeba, tmp_path):
@@ -251,6 +252,9 @@ def test_vae_objective_never_touches_the_discriminator(synthetic_celeba, tmp_pat
         )
     )
     assert not torch.equal(trained.encoder.mu.weight, initial.encoder.mu.weight)
+    # Its loss curves: losses, decoder gradient and throughput, 2.6 inches each at 100 dpi; no
+    # discriminator panel and no skip rates, which a run without D never has.
+    assert Image.open(tmp_path / "vae" / "loss_curves.png").size[1] == 3 * 260
 
 
 def test_gan_objective_never_touches_the_encoder(synthetic_celeba, tmp_path):
