@@ -291,12 +291,14 @@ def backward(
         loss = terms.gan.decoder_loss
         decoder_parts["gan"] = (loss, torch.full_like(loss, gan_weight))
     # (2) Decoder: minimise gamma * L_llike - (1 - gamma) * L_GAN (or its non-saturating form).
-    trains_discriminator = terms.gan is not None and discriminator
-    norms = _decoder_gradient(nets, decoder_parts, keep_graph=trains_discriminator)
-    if terms.gan is not None and discriminator:
+    discriminator_loss = (
+        terms.gan.discriminator_loss if terms.gan is not None and discriminator else None
+    )
+    norms = _decoder_gradient(nets, decoder_parts, keep_graph=discriminator_loss is not None)
+    if discriminator_loss is not None:
         # (3) Discriminator: minimise L_GAN.
         parameters = list(nets.model.discriminator.parameters())
-        torch.autograd.backward(terms.gan.discriminator_loss, inputs=parameters)
+        torch.autograd.backward(discriminator_loss, inputs=parameters)
     return norms
 
 

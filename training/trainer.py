@@ -203,9 +203,12 @@ class Trainer:
                 self.recipe.margin,
             )
         # All the gradients the step uses before any optimiser steps; a paused D's is not taken.
-        norms = started.backward(discriminator=update_discriminator)
-        values |= {name: float(value) for name, value in norms.items()}
-        self._refuse_divergence(step, values)
+        norms = {
+            name: float(value)
+            for name, value in started.backward(discriminator=update_discriminator).items()
+        }
+        self._refuse_divergence(step, norms)
+        values |= norms
         if self.recipe.trains_encoder:
             self.optimizers["encoder"].step()
         if update_decoder:
