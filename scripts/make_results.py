@@ -43,7 +43,8 @@ from training.run_dir import LOSS_CURVES, METRICS_FILE, read_metrics  # noqa: E4
 SCRIPTS = ROOT / "scripts"
 # Edit strips go from -s to +s at each attribute's own default strength s.
 STRIP_FRACTIONS = (-1.0, -0.5, 0.0, 0.5, 1.0)
-SMILE_FRACTIONS = (0.0, 1 / 3, 2 / 3, 1.0)
+# The smile picture goes from the reconstruction (0) to half again the default strength.
+SMILE_FRACTIONS = (0.0, 0.5, 1.0, 1.5)
 # Pictures are drawn at twice the model's 64 px so faces are visible on the page.
 ZOOM = 2
 
@@ -362,7 +363,7 @@ def render(
         ),
         reconstruction_order=", ".join(by_key[key].title for key in ("vae", "authors", "vaegan")),
         smile_strengths=", ".join(smile),
-        smile_default=smile[-1],
+        smile_default=smile[SMILE_FRACTIONS.index(1.0)],
         strip_rows=", ".join(pictures.strip_rows),
         loss_curves=loss_curves(pictures.loss_curves, columns),
         per_attribute=per_attribute_table(bundled, bundled_report, judge_accuracy),

@@ -66,24 +66,26 @@ def test_parameters_are_stored_as_float16_and_load_as_float32(demo):
 
 
 def test_reconstructions_and_edits_of_fresh_faces_pass_the_judge(demo, judge, fresh_faces):
+    strengths = {name: a.default_strength for name, a in demo.attributes.items()}
+    assert all(s is not None for s in strengths.values()), "every attribute has its own strength"
     result = evaluate_with_judge(
         demo.model,
         fresh_faces,
         judge,
         vectors={name: a.vector for name, a in demo.attributes.items()},
-        edit_strength=demo.header.evaluation.get("edit_strength", 1.5),
+        edit_strengths=strengths,
         options=InferenceOptions(count=FRESH_FACES),
     )
     metrics = result.metrics
-    # docs/results.md, on 1,000 test faces at s = 3: agreement 84.0%, adding 46.7%, removing
-    # 95.5%, preservation 85.9% (the targets are 90/80/80/90; the gaps are explained there).
+    # docs/results.md, on 1,000 test faces at the per-attribute strengths: agreement 90.9%,
+    # adding 56.5%, removing 95.4%, preservation 92.0%, Frechet distance 55 (these 64 faces:
+    # 90.1%, 57.1%, 95.0%, 92.1%; a Frechet distance of 64 samples is biased upward, 84).
     assert metrics["judge_accuracy"] >= 0.95
-    assert metrics["reconstruction_agreement"] >= 0.77
-    assert metrics["edit_success_add"] >= 0.35
-    assert metrics["edit_success_remove"] >= 0.85
-    assert metrics["edit_preservation"] >= 0.75
-    # The edits the demo model has learned: hair colour and Male (>= 93% on the test faces), and
-    # now the smile (70%).
-    for attribute in ("Black_Hair", "Blond_Hair", "Male"):
-        assert result.per_attribute[attribute]["edit_success_add"] >= 0.75, attribute
-    assert result.per_attribute["Smiling"]["edit_success_add"] >= 0.55  # 74% on these faces
+    assert metrics["reconstruction_agreement"] >= 0.87
+    assert metrics["edit_success_add"] >= 0.50
+    assert metrics["edit_success_remove"] >= 0.92
+    assert metrics["edit_preservation"] >= 0.89
+    # The edits that add their attribute to over 90% of the 1,000 test faces.
+    working = ("Bangs", "Black_Hair", "Gray_Hair", "Male", "Mouth_Slightly_Open", "Smiling")
+    for attribute in working:
+        assert result.per_attribute[attribute]["edit_success_add"] >= 0.85, attribute
